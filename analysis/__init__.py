@@ -1,0 +1,1 @@
+"""Pareto fronts, tables, plots and reports over repvgg-search results."""

@@ -1,0 +1,1 @@
+"""RepVGG architecture search and ablation harness."""
