@@ -89,15 +89,15 @@ def identity_kernel(channels: int, in_per_group: int, like: Tensor) -> Tensor:
 
 def fold_bn(kernel: Tensor, bn: nn.BatchNorm2d | None, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Kernel and bias of conv(kernel, bias) followed by `bn` in eval mode, computed in float64."""
-    kernel = kernel.to(_FUSE_DTYPE)
     bias = torch.zeros(kernel.shape[0], dtype=_FUSE_DTYPE, device=kernel.device) if bias is None else bias
     bias = bias.to(_FUSE_DTYPE)
-    if bn is None:
-        return kernel, bias
+    if bn is None:  # a fresh tensor: callers add other branches into it in place
+        return kernel.to(_FUSE_DTYPE, copy=True), bias
     std = (bn.running_var.to(_FUSE_DTYPE) + bn.eps).sqrt()
     gamma = bn.weight.to(_FUSE_DTYPE) if bn.affine else torch.ones_like(std)
     beta = bn.bias.to(_FUSE_DTYPE) if bn.affine else torch.zeros_like(std)
     t = gamma / std
+    # float32 * float64 promotes to float64 in one pass, without a float64 copy of the kernel first.
     return kernel * t.view(-1, 1, 1, 1), beta + (bias - bn.running_mean.to(_FUSE_DTYPE)) * t
 
 
@@ -111,9 +111,11 @@ def _add_branch(kernel: Tensor | None, bias: Tensor | None, branch: nn.Module, i
         conv = branch.conv
         w = conv.effective_weight() if hasattr(conv, "effective_weight") else conv.weight
         k, b = fold_bn(w, getattr(branch, "bn", None))
+        kh, kw = k.shape[-2:]
+        if kernel is None and (kh, kw) == (3, 3):
+            return k, b  # fold_bn returned a fresh tensor: it becomes the accumulator
         if kernel is None:
             kernel, bias = torch.zeros(*k.shape[:2], 3, 3, dtype=k.dtype, device=k.device), torch.zeros_like(b)
-        kh, kw = k.shape[-2:]
         kernel[:, :, (3 - kh) // 2 : (3 + kh) // 2, (3 - kw) // 2 : (3 + kw) // 2] += k
         return kernel, bias + b
     # Identity: kernel[i, i % ipg, 1, 1] = 1, scaled (and shifted) by its BN if it has one.
@@ -200,24 +202,22 @@ class RepBlock(nn.Module):
         """A new deploy block (3x3 conv with bias, SE if any, ReLU) computing what this block computes in eval."""
         kernel, bias = self.fused_kernel_bias()
         like = self.rbr_dense.conv.weight
-        block = DeployBlock(self.in_channels, self.out_channels, self.stride, self.groups, se=_copy(self.se))
-        block.rbr_reparam.to(device=like.device, dtype=like.dtype)
-        block.rbr_reparam.weight.data.copy_(kernel)
-        block.rbr_reparam.bias.data.copy_(bias)
+        # On the meta device: the fused kernel replaces the weights, so allocating and initialising them is waste.
+        block = DeployBlock(self.in_channels, self.out_channels, self.stride, self.groups, _copy(self.se), "meta")
+        _set_weights(block.rbr_reparam, kernel, bias, like.dtype)
         return block
 
 
 class DeployBlock(nn.Module):
     """The deploy form of a block: ReLU(SE(conv3x3(x) + bias))."""
 
-    def __init__(self, cin: int, cout: int, stride: int, groups: int, se: nn.Module | None = None) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, groups: int, se: nn.Module | None = None, device=None) -> None:
         super().__init__()
-        # skip_init: the weights are overwritten by the fused kernel, so a random init would be wasted work.
-        self.rbr_reparam = nn.utils.skip_init(nn.Conv2d, cin, cout, 3, stride, 1, groups=groups, bias=True)
+        self.rbr_reparam = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=True, device=device)
         self.se = se if se is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.se(self.rbr_reparam(x)))
+        return F.relu(self.se(self.rbr_reparam(x)), inplace=True)  # in place: the conv output is ours
 
 
 class ResidualBlock(nn.Module):
@@ -262,8 +262,7 @@ class ResidualDeployBlock(nn.Module):
 def _fold_conv_bn(seq: nn.Sequential) -> nn.Conv2d:
     conv = seq.conv
     kernel, bias = fold_bn(conv.weight, seq.bn)
-    fused = nn.utils.skip_init(
-        nn.Conv2d,
+    fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
         conv.kernel_size,
@@ -271,12 +270,16 @@ def _fold_conv_bn(seq: nn.Sequential) -> nn.Conv2d:
         conv.padding,
         groups=conv.groups,
         bias=True,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
+        device="meta",
     )
-    fused.weight.data.copy_(kernel)
-    fused.bias.data.copy_(bias)
-    return fused
+    return _set_weights(fused, kernel, bias, conv.weight.dtype)
+
+
+def _set_weights(conv: nn.Conv2d, kernel: Tensor, bias: Tensor, dtype: torch.dtype) -> nn.Conv2d:
+    """Give a (meta-device) conv the fused kernel and bias as its parameters, cast to `dtype`."""
+    conv.weight = nn.Parameter(kernel.to(dtype))
+    conv.bias = nn.Parameter(bias.to(dtype))
+    return conv
 
 
 def _copy(module: nn.Module) -> nn.Module:

@@ -1,0 +1,112 @@
+"""Hydra schemas (dataclasses registered in the ConfigStore) and their conversion to plain objects at the edge.
+
+Schema in Python, values in YAML: every field and its default is defined here once; files under `conf/` hold only
+what differs. Modules never see a DictConfig: entry points call `to_arch(cfg)` and friends.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .models import ArchConfig, arch_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+@dataclass
+class ModelConfig:
+    """Which architecture to build. `name` picks a preset; every other field, when set, overrides the preset's."""
+
+    name: str = "a0"  # preset: a0 a1 a2 b0 b1 b1g2 b1g4 b2 b2g2 b2g4 b3 b3g2 b3g4 d2se
+    a: float | None = None  # width multiplier of stages 1-3 (stage widths 64a, 128a, 256a); > 0
+    b: float | None = None  # width multiplier of the last stage (512b channels); > 0
+    depths: list[int] | None = None  # layers per stage, 5 positive ints, e.g. [1, 2, 4, 14, 1]
+    groups: int | None = None  # groups of the grouped convs; must divide their channels
+    grouped_layers: list[int] | None = None  # 0-based layer indices to group (stem excluded); null: paper rule
+    use_se: bool | None = None  # squeeze-excitation after each block's branch sum
+
+
+@dataclass
+class VariantConfig:
+    """The block variant (paper Tables 6 and 7); `conf/variant/<name>.yaml` selects one."""
+
+    name: str = "full"  # full no_identity no_1x1 no_branches identity_no_bn post_bn relu_in_branches
+    #                     diracnet trivial acb residual_reorg
+
+
+def to_arch(model: ModelConfig | DictConfig, variant: VariantConfig | DictConfig, num_classes: int) -> ArchConfig:
+    """The validated `ArchConfig` a model/variant config pair describes (raises ArchError on bad values)."""
+    overrides = {
+        k: (tuple(v) if isinstance(v, list | tuple) or OmegaConf.is_list(v) else v)
+        for k, v in _plain(model).items()
+        if k != "name" and v is not None
+    }
+    return arch_config(_plain(model)["name"], variant=_plain(variant)["name"], num_classes=num_classes, **overrides)
+
+
+def _plain(node: Any) -> dict:
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    if hasattr(node, "__dataclass_fields__"):
+        return dict(vars(node))
+    return dict(node)
+
+
+@dataclass
+class SpeedConfig:
+    """How the deploy form's speed is measured."""
+
+    batch_size: int = 32  # images per forward pass
+    input_size: int = 224  # square input side, pixels
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    warmup: int = 3  # untimed batches before timing
+    iters: int = 10  # timed batches
+    channels_last: bool = False  # NHWC memory format (helps on CUDA and some CPUs)
+
+
+@dataclass
+class ProfileConfig:
+    """`python -m repvgg_search.profile`: complexity, speed and equivalence of train vs deploy form."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    variant: VariantConfig = field(default_factory=VariantConfig)
+    num_classes: int = 1000  # classifier outputs (the ImageNet head by default, as in the paper's counts)
+    device: str = "auto"  # auto (cuda when visible, else cpu) | cpu | cuda | cuda:N
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    all_presets: bool = False  # profile every preset (model.name is ignored, other model fields apply)
+    checkpoint: str | None = None  # train-form weights to load first (authors' naming accepted)
+    seed: int = 0  # seeds weight init and the equivalence-check input
+
+
+def register_configs() -> None:
+    """Register the schemas so that conf/*.yaml merge onto typed, validated nodes."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="profile_schema", node=ProfileConfig)
+
+
+def exit_on_bad_input(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Turn a ValueError raised while validating or running into a one-line message and exit status 2."""
+
+    def wrapper(cfg: Any) -> Any:
+        try:
+            return run(cfg)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapper.__name__ = run.__name__
+    wrapper.__doc__ = run.__doc__
+    return wrapper
+
+
+# Every primary config under conf/ and the module whose `validate(cfg)` checks it (tests compose them all).
+ENTRY_POINTS = {"profile": "repvgg_search.profile_cli"}

@@ -1,0 +1,88 @@
+"""Every file under conf/ (and sweeps/) composes onto its schema and validates; overrides work."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from repvgg_search.config import CONF_DIR, ENTRY_POINTS
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def _compose(primary: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=primary, overrides=overrides)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _cases():
+    for primary, module in ENTRY_POINTS.items():
+        entry = importlib.import_module(module)
+        defaults = OmegaConf.load(CONF_DIR / f"{primary}.yaml").get("defaults", [])
+        groups = {next(iter(d)) for d in defaults if isinstance(d, dict) or OmegaConf.is_dict(d)}
+        for group in GROUPS:
+            if group in groups:
+                for option in _options(group):
+                    yield pytest.param(primary, entry, [f"{group}={option}"], id=f"{primary}-{group}={option}")
+
+
+@pytest.mark.parametrize(("primary", "entry", "overrides"), list(_cases()))
+def test_every_config_file_composes_and_validates(primary, entry, overrides):
+    cfg = _compose(primary, overrides)
+    entry.validate(cfg)
+
+
+def test_every_conf_group_is_used_by_an_entry_point():
+    used = set()
+    for primary in ENTRY_POINTS:
+        for d in OmegaConf.load(CONF_DIR / f"{primary}.yaml").get("defaults", []):
+            if OmegaConf.is_dict(d):
+                used |= {k.removeprefix("override ") for k in d}
+    assert set(GROUPS) - {"sweep"} <= used
+
+
+def test_model_overrides_from_the_command_line():
+    from repvgg_search.profile_cli import validate
+
+    cfg = _compose("profile", ["model=b1g4", "model.a=1.25", "variant=post_bn", "model.depths=[1,2,4,8,1]"])
+    arch = validate(cfg)["b1g4"]
+    assert (arch.a, arch.b, arch.groups, arch.variant, arch.depths) == (1.25, 4.0, 4, "post_bn", (1, 2, 4, 8, 1))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["model.b=0"], "width multiplier b must be a finite number > 0"),
+        (["model.depths=[1,2,3]"], "depths must be 5 positive integers"),
+        (["model.grouped_layers=[0]", "model.groups=2"], "stem"),
+        (["num_classes=0"], "num_classes must be an integer >= 1"),
+        (["variant.name=bogus"], "unknown variant 'bogus'"),
+        (["model.name=b7"], "unknown preset 'b7'"),
+    ],
+)
+def test_bad_values_in_configs_are_refused(overrides, match):
+    from repvgg_search.profile_cli import validate
+
+    with pytest.raises(ValueError, match=match):
+        validate(_compose("profile", overrides))
+
+
+def test_unknown_group_option_is_a_hydra_error():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="variant"):
+        _compose("profile", ["variant=bogus"])
+
+
+def test_type_errors_name_the_key():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="model.a=wide"):
+        _compose("profile", ["model.a=wide"])
