@@ -1,0 +1,90 @@
+"""Pareto masks, hypervolume and search progress on hand-computed cases."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.pareto import hypervolume, hypervolume_progress, pareto_front, pareto_mask, reference_point
+
+
+def brute_force_front(points: np.ndarray, maximize: tuple[bool, ...]) -> np.ndarray:
+    """The definition, written out with loops: nobody is >= everywhere and > somewhere."""
+    q = points * np.where(maximize, 1.0, -1.0)
+    keep = []
+    for i, p in enumerate(q):
+        if np.isnan(p).any():
+            keep.append(False)
+            continue
+        dominated = any(not np.isnan(o).any() and (o >= p).all() and (o > p).any() for j, o in enumerate(q) if j != i)
+        keep.append(not dominated)
+    return np.array(keep, dtype=bool)
+
+
+def test_pareto_mask_known_case() -> None:
+    pts = [(1, 5), (2, 4), (2, 3), (3, 1), (0, 4), (3, 1), (np.nan, 9)]
+    # (2, 3) is beaten by (2, 4); (0, 4) by (1, 5); the two (3, 1) tie and both stay; NaN rows never count.
+    assert pareto_mask(pts).tolist() == [True, True, False, True, False, True, False]
+
+
+def test_pareto_mask_minimize_axis() -> None:
+    pts = [(1.0, 90.0), (2.0, 95.0), (2.5, 94.0), (0.5, 80.0)]  # (GMACs to minimize, top1 to maximize)
+    assert pareto_mask(pts, (False, True)).tolist() == [True, True, False, True]
+
+
+@pytest.mark.parametrize("maximize", list(itertools.product([True, False], repeat=2)))
+def test_pareto_mask_matches_definition(maximize: tuple[bool, bool]) -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        pts = rng.integers(0, 8, size=(int(rng.integers(1, 40)), 2)).astype(float)
+        pts[rng.random(len(pts)) < 0.1, 0] = np.nan
+        assert (pareto_mask(pts, maximize) == brute_force_front(pts, maximize)).all()
+
+
+def test_pareto_mask_three_objectives() -> None:
+    pts = np.array([(1, 1, 1), (2, 2, 2), (3, 0, 0), (2, 2, 1)], dtype=float)
+    assert pareto_mask(pts, (True, True, True)).tolist() == [False, True, True, False]
+
+
+def test_hypervolume_staircase() -> None:
+    # Rectangles [0,3]x[0,1], [0,2]x[0,2], [0,1]x[0,3]: union area 3 + 2 + 1 = 6.
+    assert hypervolume([(3, 1), (2, 2), (1, 3)], ref=(0, 0)) == pytest.approx(6.0)
+    # A dominated point and a point beyond the reference add nothing.
+    assert hypervolume([(3, 1), (2, 2), (1, 3), (1, 1), (-1, 5)], ref=(0, 0)) == pytest.approx(6.0)
+
+
+def test_hypervolume_minimized_axis() -> None:
+    # (GMACs, top1) with ref (2.0 GMACs, 90 %): 1.7*3 + 1.4*2 + 1.1*1 + 1.0*0.5 = 9.5.
+    front = [(0.3, 93.0), (0.6, 95.0), (0.9, 96.0), (1.0, 96.5), (1.6, 96.4)]
+    assert hypervolume(front, ref=(2.0, 90.0), maximize=(False, True)) == pytest.approx(9.5)
+
+
+def test_hypervolume_empty_and_reference_point() -> None:
+    assert hypervolume(np.empty((0, 2)), ref=(0, 0)) == 0.0
+    ref = reference_point([(1.0, 90.0), (3.0, 95.0)], maximize=(False, True))
+    assert ref == pytest.approx((3.2, 89.5))  # worst values pushed 10% of the range
+
+
+def test_hypervolume_progress_is_monotone_and_hand_checked() -> None:
+    df = pd.DataFrame(
+        {
+            "search_number": [0, 1, 2, 3, 4],
+            "trial_id": list("abcde"),
+            "gmacs": [0.3, 0.6, 0.8, np.nan, 0.9],
+            "top1": [93.0, 95.0, 94.5, np.nan, 96.0],
+        }
+    )
+    prog = hypervolume_progress(df, "gmacs", "top1", ref=(2.0, 90.0))
+    assert prog["hypervolume"].tolist() == pytest.approx([5.1, 7.9, 7.9, 7.9, 9.0])
+    assert prog["improved"].tolist() == [True, True, False, False, True]
+    assert prog.attrs["ref"] == (2.0, 90.0)
+
+
+def test_pareto_front_keeps_dominated_rows() -> None:
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0, None], "y": [3.0, 1.0, 2.0, 5.0], "id": list("abcd")})
+    front = pareto_front(df, "x", "y", maximize=(False, True))
+    assert front["id"].tolist() == ["a", "b", "c"]  # the row without x is not a point
+    assert front["pareto"].tolist() == [True, False, False]
