@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .data import DataConfig
+from .engine import TrainConfig
 from .models import ArchConfig, arch_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +87,48 @@ class ProfileConfig:
     seed: int = 0  # seeds weight init and the equivalence-check input
 
 
+@dataclass
+class TrackingConfig:
+    """The wandb mirror of a trial's records (the local records in the trial folder are always written)."""
+
+    mode: str = "offline"  # offline (no account, no network) | online (needs credentials) | disabled
+    project: str = "repvgg-search"  # wandb project
+    entity: str | None = None  # wandb entity (user or team); null = the account's default
+    group: str | None = None  # wandb group; sweeps and searches set it to their name
+    tags: list[str] = field(default_factory=list)  # extra tags (preset and variant are always added)
+
+
+@dataclass
+class TrialSpeedConfig(SpeedConfig):
+    """Speed of the trained deploy form, on the trial's device; input_size null = the trial's image size."""
+
+    input_size: int | None = None  # type: ignore[assignment]
+
+
+@dataclass
+class TrialConfig:
+    """`python -m repvgg_search.train`: one candidate trained, evaluated, converted, profiled and recorded."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    variant: VariantConfig = field(default_factory=VariantConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    speed: TrialSpeedConfig = field(default_factory=TrialSpeedConfig)
+    seed: int = 0  # seeds weight init, data order and augmentation
+    device: str = "auto"  # auto (cuda when visible, else cpu) | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads of this trial; null = torch's default (all cores)
+    save_deploy: bool = True  # write the deploy form's weights (deploy.pt) into the trial folder
+    output_dir: str | None = None  # trial folder; null = the Hydra run folder (hydra.run.dir)
+
+
 def register_configs() -> None:
     """Register the schemas so that conf/*.yaml merge onto typed, validated nodes."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="profile_schema", node=ProfileConfig)
+    cs.store(name="trial_schema", node=TrialConfig)
 
 
 def exit_on_bad_input(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -109,4 +147,4 @@ def exit_on_bad_input(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 # Every primary config under conf/ and the module whose `validate(cfg)` checks it (tests compose them all).
-ENTRY_POINTS = {"profile": "repvgg_search.profile_cli"}
+ENTRY_POINTS = {"profile": "repvgg_search.profile_cli", "trial": "repvgg_search.trial", "launch": "repvgg_search.sweep"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import platform
 import statistics
 import time
@@ -11,16 +12,25 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 MAC_CONVENTION = "fvcore MACs (1 multiply-add = 1; conv, linear, BN and pooling counted; ReLU and adds not)"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
-def complexity(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> dict[str, Any]:
+def complexity(
+    model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224), *, method: str = "fvcore"
+) -> dict[str, Any]:
     """MACs (as fvcore counts them, batch 1) and parameters of `model` at `input_size` (C, H, W).
 
-    The model is traced on a CPU copy in eval mode, so neither its device nor its mode changes.
+    method="fvcore" traces the model with fvcore on a CPU copy in eval mode (neither its device nor its mode
+    changes). method="meta" gives the same counts (tests check it on every preset and variant) in milliseconds:
+    it runs the model on shape-only meta tensors and counts the same aten ops with fvcore's rules.
     """
+    if method == "meta":
+        return meta_complexity(model, input_size)
+    if method != "fvcore":
+        raise ValueError(f"complexity method={method!r} is unknown; allowed: fvcore, meta")
     probe = _cpu_eval_copy(model)
     x = torch.zeros(1, *input_size, dtype=next(probe.parameters()).dtype)
     with warnings.catch_warnings():
@@ -34,6 +44,73 @@ def complexity(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
         by_op = {k: int(v) for k, v in analysis.by_operator().items()}
     params = sum(p.numel() for p in model.parameters())
     return {"macs": macs, "params": params, "input_size": list(input_size), "by_operator": by_op}
+
+
+class _MacCounter(TorchDispatchMode):
+    """Counts multiply-accumulates of the aten ops fvcore counts, with fvcore's rules (eval mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_op: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        macs = _op_macs(name, args, out)
+        if macs:
+            key = _FVCORE_NAMES.get(name, name)
+            self.by_op[key] = self.by_op.get(key, 0) + macs
+        return out
+
+
+_FVCORE_NAMES = {
+    "convolution": "conv",
+    "addmm": "linear",
+    "mm": "linear",
+    "_native_batch_norm_legit_no_training": "batch_norm",
+    "native_batch_norm": "batch_norm",
+    "mean": "adaptive_avg_pool2d",
+    "_adaptive_avg_pool2d": "adaptive_avg_pool2d",
+}
+
+
+def _op_macs(name: str, args: tuple, out: Any) -> int:
+    if name == "convolution":  # batch x prod(weight shape) x output positions
+        return args[0].shape[0] * args[1].numel() * math.prod(out.shape[2:])
+    if name == "addmm":
+        return args[1].shape[0] * args[1].shape[1] * args[2].shape[1]
+    if name == "mm":
+        return args[0].shape[0] * args[0].shape[1] * args[1].shape[1]
+    if name in ("native_batch_norm", "_native_batch_norm_legit_no_training"):  # fvcore: 1 per element, 2 if affine
+        return args[0].numel() * (2 if args[1] is not None else 1)
+    if name in ("mean", "_adaptive_avg_pool2d"):  # global pooling: one per input element
+        return args[0].numel()
+    return 0
+
+
+def meta_complexity(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> dict[str, Any]:
+    """`complexity(..., method="meta")`: fvcore's counts from a shape-only run (no weights are copied)."""
+    state = {
+        k: torch.empty_like(v, device="meta")
+        for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()
+    }
+    dtype = next(model.parameters()).dtype
+    x = torch.empty(1, *input_size, device="meta", dtype=dtype)
+    was_training = model.training
+    model.eval()
+    counter = _MacCounter()
+    try:
+        with torch.no_grad(), counter:
+            torch.func.functional_call(model, state, (x,))
+    finally:
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "macs": sum(counter.by_op.values()),
+        "params": params,
+        "input_size": list(input_size),
+        "by_operator": counter.by_op,
+    }
 
 
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -33,9 +34,27 @@ def _cases():
                     yield pytest.param(primary, entry, [f"{group}={option}"], id=f"{primary}-{group}={option}")
 
 
+def _data_root(option: str, tmp: Path) -> list[str]:
+    """A minimal on-disk layout for the data sets that validate their root (nothing is read from it)."""
+    from repvgg_search.data import _CIFAR_DIRS
+
+    if option in _CIFAR_DIRS:
+        (tmp / _CIFAR_DIRS[option]).mkdir(parents=True)
+        (tmp / _CIFAR_DIRS[option] / "data_batch_1").write_bytes(b"")
+    elif option == "imagenet":
+        for split in ("train", "val"):
+            (tmp / split / "n01").mkdir(parents=True)
+            (tmp / split / "n01" / "x.JPEG").write_bytes(b"")
+    else:
+        return []
+    return [f"data.root={tmp}"]
+
+
 @pytest.mark.parametrize(("primary", "entry", "overrides"), list(_cases()))
-def test_every_config_file_composes_and_validates(primary, entry, overrides):
-    cfg = _compose(primary, overrides)
+def test_every_config_file_composes_and_validates(primary, entry, overrides, tmp_path):
+    group, option = overrides[0].split("=")
+    extra = _data_root(option, tmp_path) if group == "data" else []
+    cfg = _compose(primary, overrides + extra)
     entry.validate(cfg)
 
 

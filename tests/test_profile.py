@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repvgg_search.models import create_model, list_models, reparameterize_model
+from repvgg_search.models import VARIANTS, create_model, list_models, list_variants, reparameterize_model
 from repvgg_search.profile import complexity, equivalence_error, throughput
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "complexity.json").read_text())
@@ -44,6 +44,25 @@ def test_golden_complexity(name):
     for form, model in (("train", train), ("deploy", deploy)):
         got = complexity(model, (3, 224, 224))
         assert {k: got[k] for k in ("macs", "params")} == GOLDEN["presets"][name][form], form
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_meta_counter_matches_golden(name):
+    """The fast shape-only counter trials use gives fvcore's golden numbers for every preset, both forms."""
+    with torch.device("meta"):  # no weights at all: the counter needs shapes only
+        train = create_model(name).eval()
+    got = complexity(train, method="meta")
+    assert {"macs": got["macs"], "params": got["params"]} == GOLDEN["presets"][name]["train"]
+
+
+@pytest.mark.parametrize("variant", list_variants())
+@pytest.mark.parametrize("extra", [{}, {"groups": 4}, {"use_se": True}], ids=["plain", "g4", "se"])
+def test_meta_counter_matches_fvcore_on_every_variant(variant, extra):
+    train = create_model("a0", variant=variant, num_classes=10, **extra).eval()
+    forms = [train] + ([reparameterize_model(train)] if VARIANTS[variant].reparameterizable else [])
+    for model in forms:
+        fv, meta = complexity(model, (3, 32, 32)), complexity(model, (3, 32, 32), method="meta")
+        assert (fv["macs"], fv["params"], fv["by_operator"]) == (meta["macs"], meta["params"], meta["by_operator"])
 
 
 @pytest.mark.parametrize("name", list(PAPER_DEPLOY))

@@ -1,0 +1,96 @@
+"""The wandb mirror of a trial: one run per trial, the same keys as the local records."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import TrackingConfig
+
+MODES = ("offline", "online", "disabled")
+_log = logging.getLogger(__name__)
+
+
+class TrackingError(ValueError):
+    """A tracking setting is invalid, or online tracking has no credentials."""
+
+
+def validate_tracking(cfg: TrackingConfig) -> None:
+    """Refuse an unknown mode, and online mode without wandb credentials, before any training starts."""
+    if cfg.mode not in MODES:
+        raise TrackingError(f"tracking.mode={cfg.mode!r} is unknown; allowed: {', '.join(MODES)}")
+    if cfg.mode == "online" and not has_credentials():
+        raise TrackingError(
+            "tracking.mode=online but no wandb credentials were found (WANDB_API_KEY or a netrc entry from "
+            "`wandb login`); log in, or use tracking.mode=offline (sync later with `wandb sync`)"
+        )
+
+
+def has_credentials() -> bool:
+    """Whether wandb has an API key: WANDB_API_KEY, or an entry for its host in ~/.netrc (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0].split(":")[0]
+    path = os.environ.get("NETRC", str(Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class Tracker:
+    """A wandb run mirroring one trial (or nothing when tracking is disabled or this is not rank 0)."""
+
+    def __init__(
+        self,
+        cfg: TrackingConfig,
+        *,
+        trial_id: str,
+        trial_dir: Path,
+        config: dict[str, Any],
+        tags: list[str],
+        enabled: bool = True,
+    ) -> None:
+        self.run = None
+        if cfg.mode == "disabled" or not enabled:
+            return
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            id=trial_id,
+            name=trial_id,
+            tags=sorted(set(tags) | set(cfg.tags)),
+            config=config,
+            dir=str(trial_dir),
+            mode=cfg.mode,
+            resume="allow",
+            settings=wandb.Settings(console="off", x_disable_stats=True),
+        )
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+
+    @property
+    def run_dir(self) -> str | None:
+        """The wandb run's folder (offline runs: wandb/offline-run-...), or None."""
+        return None if self.run is None else str(Path(self.run.dir).parent)
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.log(row)
+
+    def summarize(self, result: dict[str, Any]) -> None:
+        """Put the result record (less its config, which is the run's config) into the run summary."""
+        if self.run is not None:
+            self.run.summary.update({k: v for k, v in result.items() if k != "config"})
+
+    def finish(self, exit_code: int) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None

@@ -1,0 +1,59 @@
+"""`python -m repvgg_search.train`: one trial in the Hydra run folder (`hydra.run.dir=PATH` moves it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .config import CONF_DIR, register_configs
+from .trial import EXIT_INTERRUPTED, TrialInterrupted, TrialSettings, claim_folder, run_trial, settings_from_config
+
+register_configs()
+_log = logging.getLogger("repvgg_search.train")
+
+
+def prepare(cfg: DictConfig) -> tuple[TrialSettings, Path]:
+    """Validate the config and the output folder (raises ValueError on bad input, before any training)."""
+    settings = settings_from_config(cfg)
+    trial_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+    claim_folder(trial_dir, settings)
+    return settings, trial_dir
+
+
+def _summary(result: dict) -> str:
+    m, c, sp = result["metrics"], result["complexity"], result["speed"]
+    deploy = "n/a (not re-parameterizable)" if m["deploy_top1"] is None else f"{m['deploy_top1']:.2f}%"
+    return (
+        f"trial {result['trial_id']}: top1 {m['top1']:.2f}%, deploy top1 {deploy}; "
+        f"deploy {c['deploy']['params'] / 1e6:.2f} M params, {c['deploy']['macs'] / 1e9:.3f} GMACs at 224; "
+        f"{sp['images_per_s']:.0f} images/s ({sp['form']} form, batch {sp['batch_size']}, "
+        f"{'x'.join(map(str, sp['input_size']))}, {sp['dtype']}, {sp['device_name']})"
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="trial")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: exit 2 on bad input (before any training), 3 when interrupted, 1 on failure."""
+    try:
+        settings, trial_dir = prepare(cfg)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    _log.info("trial %s (%s/%s) in %s", settings.trial_id, settings.preset, settings.arch.variant, trial_dir)
+    try:
+        result = run_trial(settings, trial_dir)
+    except TrialInterrupted as exc:
+        print(f"interrupted ({exc}); rerun the same command with the same output folder to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    print(_summary(result))
+    print(json.dumps({"trial_id": result["trial_id"], "status": result["status"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,495 @@
+"""One trial end to end: validate, train (resumable), evaluate, convert, check, profile, record.
+
+`settings_from_config` validates a resolved config and computes its trial id; `run_trial` runs it in a trial
+folder; `TrialRunner` is the same as a `submitit.helpers.Checkpointable`, so a SLURM preemption or timeout
+requeues it and it resumes from the folder's checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import records
+from .config import TrackingConfig, TrialConfig, TrialSpeedConfig, to_arch
+from .data import DataConfig, build_loaders
+from .distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
+from .engine import (
+    TrainConfig,
+    build_optimizer,
+    build_scheduler,
+    configure_backends,
+    evaluate,
+    make_scaler,
+    prepare_model,
+    train_one_epoch,
+    validate_train,
+    want_progress,
+)
+from .models import VARIANTS, ArchConfig, build_model, reparameterize_model
+from .profile import DTYPES, MAC_CONVENTION, complexity, equivalence_error, resolve_device, throughput
+from .tracking import Tracker, validate_tracking
+
+_log = logging.getLogger(__name__)
+EXIT_INTERRUPTED = 3  # exit status of an interrupted trial (rerun the same command to resume)
+_NATIVE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
+# Fields that change where or how fast data is read, not what a trial computes: left out of the trial id.
+_NOT_IN_ID = {"data": {"root", "download", "num_workers", "pin_memory", "persistent_workers", "eval_batch_size"}}
+
+
+class TrialFolderError(ValueError):
+    """The trial folder belongs to another trial; nothing in it is touched."""
+
+
+class TrialInterrupted(Exception):
+    """SIGTERM or SIGUSR2 arrived; the trial stops at its last checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """A validated trial: plain dataclasses (no DictConfig), the resolved config and its id."""
+
+    trial_id: str
+    preset: str
+    arch: ArchConfig
+    data: DataConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+    speed: TrialSpeedConfig
+    seed: int
+    device: str
+    threads: int | None
+    save_deploy: bool
+    config: dict[str, Any]
+
+
+def typed_config(cfg: DictConfig | dict) -> TrialConfig:
+    """The config as a typed `TrialConfig` (OmegaConf checks every key and type against the schema)."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    container.pop("hydra", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrialConfig), container))
+
+
+def settings_from_typed(typed: TrialConfig) -> TrialSettings:
+    """Validate a typed trial config completely, before anything runs (plain Python: cheap per trial)."""
+    validate_train(typed.train, typed.data, resolve_device(typed.device))
+    validate_tracking(typed.tracking)
+    _validate_run(typed)
+    arch = to_arch(typed.model, typed.variant, expected_num_classes(typed.data))
+    config = dataclasses.asdict(typed)
+    config.pop("output_dir", None)
+    return TrialSettings(
+        trial_id=trial_id(config, arch),
+        preset=typed.model.name,
+        arch=arch,
+        data=typed.data,
+        train=typed.train,
+        tracking=typed.tracking,
+        speed=typed.speed,
+        seed=typed.seed,
+        device=typed.device,
+        threads=typed.threads,
+        save_deploy=typed.save_deploy,
+        config=config,
+    )
+
+
+def settings_from_config(cfg: DictConfig | dict) -> TrialSettings:
+    """Validate a trial config (Hydra node or plain dict) completely, before anything runs."""
+    return settings_from_typed(typed_config(cfg))
+
+
+def validate(cfg: DictConfig | dict) -> TrialSettings:
+    """Entry-point validation hook (tests compose every conf/ file through it)."""
+    return settings_from_config(cfg)
+
+
+def _validate_run(cfg: TrialConfig) -> None:
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
+    if cfg.speed.dtype not in DTYPES:
+        raise ValueError(f"speed.dtype={cfg.speed.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    for key in ("batch_size", "iters"):
+        if getattr(cfg.speed, key) < 1:
+            raise ValueError(f"speed.{key}={getattr(cfg.speed, key)} must be >= 1")
+    if cfg.speed.input_size is not None and cfg.speed.input_size < 32:
+        raise ValueError(f"speed.input_size={cfg.speed.input_size} must be >= 32, or null for data.image_size")
+
+
+def expected_num_classes(data: DataConfig) -> int:
+    """Classes of the data set, known without loading it (ImageNet: the class folders under root/train)."""
+    if data.num_classes is not None:
+        return data.num_classes
+    if data.name in _NATIVE_CLASSES:
+        return _NATIVE_CLASSES[data.name]
+    return sum(1 for p in Path(data.root, "train").iterdir() if p.is_dir())
+
+
+def trial_id(config: dict[str, Any], arch: ArchConfig) -> str:
+    """Hash of what determines the trial's results: the effective architecture and the resolved settings.
+
+    The architecture enters with the preset's values filled in, so `model=b1g4` and `model=b1 model.groups=4`
+    are the same trial; tracking, device and thread settings are left out.
+    """
+    content = {
+        "arch": dataclasses.asdict(arch),
+        "data": {k: v for k, v in config["data"].items() if k not in _NOT_IN_ID["data"]},
+        "train": {k: v for k, v in config["train"].items() if k != "log_interval"},
+        "speed": config["speed"],
+        "seed": config["seed"],
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
+    return digest[:12]
+
+
+class TrialRunner(submitit.helpers.Checkpointable):
+    """A picklable trial for submitit; on preemption or timeout submitit requeues it and it resumes."""
+
+    def __init__(self, config: dict[str, Any], trial_dir: str) -> None:
+        self.config, self.trial_dir = config, str(trial_dir)
+
+    def __call__(self) -> dict[str, Any]:
+        if not logging.getLogger().handlers:  # a batch job: plain log lines on stderr (the job's log file)
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run_trial(settings_from_config(self.config), Path(self.trial_dir))
+
+
+def claim_folder(trial_dir: Path, s: TrialSettings) -> dict[str, Any] | None:
+    """Refuse a folder holding another trial; return the result when this trial already completed there."""
+    result = records.read_json(trial_dir / records.RESULT)
+    owner = result.get("trial_id") if result else None
+    if owner is None and (trial_dir / records.CHECKPOINT).exists():
+        owner = records.load_checkpoint(trial_dir / records.CHECKPOINT).get("trial_id")
+    if owner is not None and owner != s.trial_id:
+        raise TrialFolderError(
+            f"output folder {trial_dir} holds trial {owner}, not this trial ({s.trial_id}, {s.preset}/"
+            f"{s.arch.variant}); refusing to touch it: choose another folder (hydra.run.dir=PATH)"
+        )
+    if result and result.get("status") == "completed":
+        return result
+    return None
+
+
+def run_trial(s: TrialSettings, trial_dir: Path, *, progress: bool | None = None) -> dict[str, Any]:
+    """Run (or resume, or report) one trial in `trial_dir`; returns its result record.
+
+    Raises `TrialInterrupted` after SIGTERM/SIGUSR2 (the checkpoint of the last finished epoch stays), and
+    re-raises any failure after recording it (status `failed` with the error) in result.json and wandb.
+    """
+    trial_dir = Path(trial_dir)
+    done = claim_folder(trial_dir, s)
+    if done is not None:
+        _log.info("trial %s already completed in %s: reporting its result", s.trial_id, trial_dir)
+        return done
+    return _Trial(s, trial_dir, want_progress() if progress is None else progress).run()
+
+
+class _Trial:
+    """The state of one running trial; `run()` drives it from set-up to the final record."""
+
+    def __init__(self, s: TrialSettings, trial_dir: Path, progress: bool) -> None:
+        self.s, self.dir, self.progress = s, trial_dir, progress
+        self.timings: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+        self.tracker: Tracker | None = None
+        self.dist: DistInfo | None = None
+
+    def run(self) -> dict[str, Any]:
+        status, error = "failed", None
+        try:
+            with _interruptible():
+                self._setup()
+                self._train()
+                result = self._finish()
+            status = "completed"
+            return result
+        except (TrialInterrupted, SystemExit, KeyboardInterrupt) as exc:
+            status, error = "interrupted", f"{type(exc).__name__}: {exc}"
+            raise
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if status != "completed":
+                self._record_unfinished(status, error)
+            if self.tracker is not None:
+                self.tracker.finish(
+                    0 if status == "completed" else (EXIT_INTERRUPTED if status == "interrupted" else 1)
+                )
+            if self.dist is not None and self.dist.is_distributed:
+                cleanup()
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        s = self.s
+        self.dist = init_distributed()
+        self.main = self.dist.rank == 0
+        self.device = self.dist.device if self.dist.is_distributed else resolve_device(s.device)
+        threads = s.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))  # a SLURM job: the cores it was given
+        if threads:
+            torch.set_num_threads(threads)
+        configure_backends(s.train, self.device)
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / records.CONFIG).write_text(OmegaConf.to_yaml(s.config))
+            self._write_result({"status": "running"})
+        self._build()
+        self._resume()
+        self.tracker = Tracker(
+            s.tracking,
+            trial_id=s.trial_id,
+            trial_dir=self.dir,
+            config=s.config,
+            tags=[s.preset, s.arch.variant],
+            enabled=self.main,
+        )
+        self.timings["setup_s"] = time.perf_counter() - self.t0
+
+    def _build(self) -> None:
+        s, dist = self.s, self.dist
+        self.train_loader, self.val_loader, self.info = build_loaders(
+            s.data,
+            device=self.device,
+            seed=s.seed,
+            distributed=dist.is_distributed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            autoaugment=s.train.autoaugment,
+        )
+        torch.manual_seed(s.seed)
+        model = prepare_model(build_model(s.arch), s.train, self.device)
+        self.model = wrap_ddp(model, dist) if dist.is_distributed else model
+        self.optimizer = build_optimizer(model, s.train, s.data.batch_size * dist.world_size)
+        self.scheduler = build_scheduler(self.optimizer, s.train, len(self.train_loader))
+        self.scaler = make_scaler(s.train, self.device)
+
+    def _resume(self) -> None:
+        ckpt = records.load_checkpoint(self.dir / records.CHECKPOINT)
+        self.epochs_done, self.resumes = 0, []
+        if ckpt is not None:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            self.epochs_done = ckpt["epochs_done"]
+            self.resumes = [*ckpt.get("resumes", []), self.epochs_done]
+            _log.info("trial %s: resuming after epoch %d of %d", self.s.trial_id, self.epochs_done, self.s.train.epochs)
+        elif self.main:
+            self._save_checkpoint()  # so that an interruption during the first epoch also leaves a checkpoint
+        if self.main:  # epochs after the checkpoint are redone: drop their lines
+            records.truncate_jsonl(self.dir / records.METRICS, lambda r: r["epoch"] < self.epochs_done)
+
+    def _save_checkpoint(self) -> None:
+        state = {
+            "trial_id": self.s.trial_id,
+            "epochs_done": self.epochs_done,
+            "resumes": self.resumes,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+        }
+        records.save_checkpoint(self.dir / records.CHECKPOINT, state)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def _train(self) -> None:
+        s, t = self.s, time.perf_counter()
+        for epoch in range(self.epochs_done, s.train.epochs):
+            stats = train_one_epoch(
+                self.model,
+                self.train_loader,
+                self.optimizer,
+                self.scheduler,
+                cfg=s.train,
+                device=self.device,
+                epoch=epoch,
+                seed=s.seed,
+                scaler=self.scaler,
+                progress=self.progress and self.main,
+                log=_log.info,
+            )
+            val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
+            self.epochs_done = epoch + 1
+            row = {"trial_id": s.trial_id, "epoch": epoch, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
+            if self.main:
+                self._save_checkpoint()
+                records.append_jsonl(self.dir / records.METRICS, row)
+                self.tracker.log_epoch(row)
+            _log.info("epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, s.train.epochs, stats["loss"], val["top1"])
+        self.timings["train_s"] = time.perf_counter() - t
+
+    # -- the end of a trial -----------------------------------------------------------------------------------
+    def _finish(self) -> dict[str, Any]:
+        if not self.main:
+            return {"trial_id": self.s.trial_id, "status": "completed", "rank": self.dist.rank}
+        t = time.perf_counter()
+        model = unwrap(self.model).eval()
+        val = self._final_eval(model)
+        self.timings["eval_s"] = time.perf_counter() - t
+        deploy, conversion, deploy_val = self._convert(model, val)
+        result = {
+            "metrics": {
+                "top1": val["top1"],
+                "deploy_top1": deploy_val["top1"] if deploy_val else None,
+                "loss": val["loss"],
+                "train_top1": self._last_row().get("train_top1"),
+                "train_loss": self._last_row().get("train_loss"),
+                "epochs": self.epochs_done,
+                "val_images": val["total"],
+            },
+            "resumes": self.resumes,  # epochs done at each resume after an interruption (empty: ran straight)
+            "conversion": conversion,
+            **self._profile(model, deploy),
+        }
+        if self.s.save_deploy and deploy is not None:
+            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, deploy.state_dict())
+        self.timings["total_s"] = time.perf_counter() - self.t0
+        result = self._write_result({"status": "completed", **result})
+        self.tracker.summarize(result)
+        return result
+
+    def _final_eval(self, model) -> dict:
+        """The train form's evaluation: the last epoch's (same weights) when it was recorded, else a new one."""
+        row = self._last_row()
+        if row.get("epoch") == self.epochs_done - 1 and "val_correct" in row:
+            return {k: row[f"val_{k}"] for k in ("top1", "loss", "correct", "total")}
+        return evaluate(model, self.val_loader, device=self.device, amp=self.s.train.amp)
+
+    def _convert(self, model, val: dict) -> tuple[Any, dict, dict | None]:
+        spec = VARIANTS[self.s.arch.variant]
+        if not spec.reparameterizable:
+            return None, {"converted": False, "reason": f"{spec.name} cannot be re-parameterized"}, None
+        t = time.perf_counter()
+        deploy = reparameterize_model(model)
+        x, _ = next(iter(self.val_loader))
+        err = equivalence_error(model, deploy, x.to(self.device))
+        deploy_val = evaluate(deploy, self.val_loader, device=self.device, amp=self.s.train.amp)
+        self.timings["convert_s"] = time.perf_counter() - t
+        diff = abs(deploy_val["correct"] - val["correct"])
+        if diff > 1:
+            raise RuntimeError(
+                f"deploy form classifies {diff} validation images differently from the train form "
+                f"(top1 {deploy_val['top1']:.2f}% vs {val['top1']:.2f}%; max abs logit error {err['max_abs_error']:.2e})"
+            )
+        conversion = {"converted": True, "plain": spec.plain, **err, "top1_diff_images": diff}
+        return deploy, conversion, deploy_val
+
+    def _profile(self, model, deploy) -> dict[str, Any]:
+        t = time.perf_counter()
+        size = self.info.image_size
+        forms = {"train": model, "deploy": deploy if deploy is not None else model}
+        at_224 = {form: _size(m, 224) for form, m in forms.items()}
+        at_trial = {form: _size(m, size) for form, m in forms.items()}
+        sp = self.s.speed
+        speed_size = sp.input_size or size
+        measured = forms["deploy"]
+        speed = throughput(
+            measured,
+            batch_size=sp.batch_size,
+            input_size=(self.info.in_channels, speed_size, speed_size),
+            device=self.device,
+            dtype=sp.dtype,
+            warmup=sp.warmup,
+            iters=sp.iters,
+            channels_last=sp.channels_last,
+        )
+        self.timings["profile_s"] = time.perf_counter() - t
+        return {
+            "complexity": {
+                "input_size": [3, 224, 224],
+                "convention": MAC_CONVENTION,
+                **at_224,
+                "trial_size": {"input_size": [self.info.in_channels, size, size], **at_trial},
+                "deploy_is_train_form": deploy is None,
+            },
+            "speed": {"form": "deploy" if deploy is not None else "train", **speed},
+        }
+
+    def _last_row(self) -> dict:
+        rows = records.read_jsonl(self.dir / records.METRICS)
+        return rows[-1] if rows else {}
+
+    # -- records ----------------------------------------------------------------------------------------------
+    def _write_result(self, fields: dict[str, Any]) -> dict[str, Any]:
+        s = self.s
+        result = {
+            "schema_version": records.SCHEMA_VERSION,
+            "trial_id": s.trial_id,
+            "group": s.tracking.group,
+            "tags": [s.preset, s.arch.variant],
+            "arch": {
+                "preset": s.preset,
+                **dataclasses.asdict(s.arch),
+                "widths": list(s.arch.widths),
+                "reparameterizable": VARIANTS[s.arch.variant].reparameterizable,
+                "plain": VARIANTS[s.arch.variant].plain,
+            },
+            "seed": s.seed,
+            "config": s.config,
+            **fields,
+            "timings": dict(self.timings),
+            "git_commit": records.git_commit(),
+            "versions": records.library_versions(),
+            "wandb_run": self.tracker.run_dir if self.tracker is not None else None,
+            "error": fields.get("error"),
+        }
+        records.write_json(self.dir / records.RESULT, result)
+        return result
+
+    def _record_unfinished(self, status: str, error: str | None) -> None:
+        if self.dist is not None and not self.main:
+            return
+        with contextlib.suppress(Exception):  # recording must never hide the original error
+            self.timings["total_s"] = time.perf_counter() - self.t0
+            result = self._write_result(
+                {"status": status, "error": error, "epochs_done": getattr(self, "epochs_done", 0)}
+            )
+            if self.tracker is not None:
+                self.tracker.summarize(result)
+
+
+def _size(model, side: int) -> dict[str, int]:
+    c = complexity(model, (3, side, side), method="meta")  # fvcore's counts, without fvcore's slow tracing
+    return {"macs": c["macs"], "params": c["params"]}
+
+
+def _prefixed(d: dict, prefix: str) -> dict:
+    return {prefix + k: v for k, v in d.items() if isinstance(v, int | float)}
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Turn SIGTERM/SIGUSR2 into `TrialInterrupted` in a plain process.
+
+    Under submitit its own handlers stay (SIGUSR2 checkpoints the `TrialRunner` and requeues the job, then
+    exits with SystemExit, which the trial records as interrupted); outside the main thread nothing is installed.
+    """
+    if "SUBMITIT_FOLDER" in os.environ or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise TrialInterrupted(f"received {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

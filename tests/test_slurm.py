@@ -1,0 +1,112 @@
+"""Sweeps through a real single-node SLURM cluster (scripts/slurm_up.sh): job arrays, cancel, requeue + resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import require, slurm_up
+
+from repvgg_search import records
+
+REPO = Path(__file__).resolve().parents[1]
+# One CPU per job, so that the 2-CPU test node runs two trials at once.
+SMALL = ["model.a=0.25", "model.b=0.25", "speed.iters=2", "tracking.mode=disabled", "launcher=slurm",
+         "launcher.cpus_per_task=1"]  # fmt: skip
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _cluster():
+    require(slurm_up(), "no reachable SLURM cluster (run scripts/slurm_up.sh as root)")
+
+
+def sweep_cmd(folder: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", *SMALL, *overrides]
+
+
+def start(folder: Path, *overrides: str) -> subprocess.Popen:
+    log = open(folder.parent / f"{folder.name}.driver.log", "w")  # noqa: SIM115
+    return subprocess.Popen(sweep_cmd(folder, *overrides), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.5)
+
+
+def first_job(folder: Path) -> tuple[str, str]:
+    row = records.read_jsonl(folder / "jobs.jsonl")[0]
+    return row["trial_id"], row["job_id"]
+
+
+def sacct_state(job_id: str) -> str:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+
+
+def pending_reason(job_id: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True)
+    state, _, reason = out.stdout.strip().partition(" ")
+    return reason if state == "PENDING" else ""
+
+
+def test_ablation_sweep_as_a_job_array(tmp_path):
+    folder = tmp_path / "array"
+    proc = subprocess.run(
+        sweep_cmd(folder, "sweep.axes={variant.name:[full,no_1x1]}", "train.epochs=1"),
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    jobs = records.read_jsonl(folder / "jobs.jsonl")
+    array_ids = {j["job_id"].split("_")[0] for j in jobs}
+    assert len(jobs) == 2 and len(array_ids) == 1 and all("_" in j["job_id"] for j in jobs)  # one array
+    df = pd.read_csv(folder / "results.csv")
+    assert df["status"].tolist() == ["completed", "completed"]
+    wait_for(lambda: sacct_state(jobs[0]["job_id"]) == "COMPLETED", 30, "sacct to report COMPLETED")
+
+
+def test_cancelled_job_is_recorded_as_cancelled(tmp_path):
+    folder = tmp_path / "cancel"
+    driver = start(folder, "sweep.axes={variant.name:[full]}", "train.epochs=50")
+    try:
+        wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission")
+        tid, job_id = first_job(folder)
+        wait_for(lambda: (folder / "trials" / tid / "metrics.jsonl").exists(), 180, "the trial to train")
+        subprocess.run(["scancel", job_id], check=True)
+        driver.wait(timeout=180)
+    finally:
+        driver.kill()
+    assert json.loads((folder / "trials" / tid / "result.json").read_text())["status"] == "cancelled"
+    assert pd.read_csv(folder / "results.csv")["status"].tolist() == ["cancelled"]
+    wait_for(lambda: sacct_state(job_id).startswith("CANCELLED"), 30, "sacct to report CANCELLED")
+
+
+def test_preempted_trial_is_requeued_and_resumes(tmp_path):
+    """SIGUSR2 (SLURM's preemption/timeout warning) -> submitit checkpoints the TrialRunner and requeues it."""
+    folder = tmp_path / "requeue"
+    driver = start(folder, "sweep.axes={variant.name:[full]}", "train.epochs=4")
+    try:
+        wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission")
+        tid, job_id = first_job(folder)
+        metrics = folder / "trials" / tid / "metrics.jsonl"
+        wait_for(lambda: len(records.read_jsonl(metrics)) >= 1, 180, "the first epoch")
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        # Slurm holds a requeued job ~120 s (reason BeginTime) before it may start again; release it now.
+        wait_for(lambda: pending_reason(job_id) == "BeginTime", 60, "the job to be requeued and held")
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+        driver.wait(timeout=300)
+    finally:
+        driver.kill()
+    result = json.loads((folder / "trials" / tid / "result.json").read_text())
+    assert result["status"] == "completed" and result["resumes"] and result["resumes"][0] >= 1
+    assert [r["epoch"] for r in records.read_jsonl(metrics)] == [0, 1, 2, 3]
+    log = "".join(p.read_text() for p in (folder / "jobs").glob(f"{job_id}_*log.err"))
+    assert "preempted" in log and "resuming after epoch" in log

@@ -1,0 +1,180 @@
+"""The sweep driver on the local launcher: plan, run, resume, collect, failures, detach, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from support import require, slurm_up
+
+from repvgg_search import records
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+# Small but real trials: a0's layout at a quarter width, one epoch.
+SMALL = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "tracking.mode=disabled"]
+
+
+def sweep(*overrides: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "repvgg_search.sweep", *overrides]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_every_sweep_file_starts_with_its_command():
+    assert {p.stem for p in SWEEPS} >= {"ablation", "ablation_paper"}
+    for path in SWEEPS:
+        header = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line)
+        assert header[0] == "# @package _global_", path
+        assert any(f"python -m repvgg_search.sweep +sweep={path.stem}" in line for line in header), path
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_every_sweep_file_plans(tmp_path, path):
+    """Each sweep composes and validates as a whole (dry run: configs written, nothing submitted)."""
+    extra = []
+    if path.stem == "ablation_paper":  # ImageNet layout with two classes; launcher=slurm needs a reachable cluster
+        require(slurm_up(), "ablation_paper uses launcher=slurm: validating it needs a reachable SLURM cluster")
+        root = tmp_path / "imagenet"
+        for split in ("train", "val"):
+            for cls in ("n01", "n02"):
+                (root / split / cls).mkdir(parents=True)
+                (root / split / cls / "x.JPEG").write_bytes(b"")
+        extra = [f"data.root={root}"]
+    out = sweep(f"+sweep={path.stem}", f"sweep.dir={tmp_path / 's'}", "sweep.dry_run=true", *extra)
+    definition = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert len(definition["trial_ids"]) >= 1 and "planned" in out.stdout
+    for tid in definition["trial_ids"]:
+        assert (tmp_path / "s" / "trials" / tid / "config.yaml").exists()
+    assert not (tmp_path / "s" / "jobs.jsonl").exists()
+
+
+def test_ablation_plan_covers_tables_6_and_7(tmp_path):
+    sweep("+sweep=ablation", f"sweep.dir={tmp_path}", "sweep.dry_run=true")
+    variants = []
+    for tid in json.loads((tmp_path / "sweep.json").read_text())["trial_ids"]:
+        variants.append(yaml.safe_load((tmp_path / "trials" / tid / "config.yaml").read_text())["variant"]["name"])
+    assert sorted(variants) == sorted([
+        "full", "no_identity", "no_1x1", "no_branches", "identity_no_bn", "post_bn", "relu_in_branches",
+        "diracnet", "trivial", "acb", "residual_reorg",
+    ])  # fmt: skip
+
+
+def test_dry_run_of_1000_trials_is_quick(tmp_path):
+    t0 = time.perf_counter()
+    seeds = "[" + ",".join(map(str, range(91))) + "]"
+    sweep("+sweep=ablation", f"sweep.axes.seed={seeds}", f"sweep.dir={tmp_path}", "sweep.dry_run=true", timeout=120)
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["trial_ids"]) == 1001
+    assert time.perf_counter() - t0 < 120  # a generous bound; benchmarks/sweep_overhead.py measures it
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sweep") / "s"
+    # One trial diverges (a huge learning rate) and fails; the other completes.
+    sweep("+sweep=ablation", "++sweep.axes={variant.name:[full],train.base_lr:[0.4,1e9],seed:[0]}", f"sweep.dir={folder}",
+          "sweep.retries=0", *SMALL)  # fmt: skip
+    return folder
+
+
+@pytest.mark.slow
+def test_sweep_runs_collects_and_records_failures(small_sweep: Path):
+    df = pd.read_csv(small_sweep / "results.csv")
+    assert sorted(df["status"]) == ["completed", "failed"]
+    for col in ("trial_id", "variant", "seed", "status", "top1", "deploy_top1", "deploy_macs", "deploy_params",
+                "train_macs", "train_params", "images_per_s", "device"):  # fmt: skip
+        assert col in df.columns
+    ok = df[df.status == "completed"].iloc[0]
+    assert ok.top1 > 0 and ok.deploy_macs > 0 and ok.device == "cpu"
+    failed = df[df.status == "failed"].iloc[0]
+    assert "FloatingPointError" in failed.error or "not finite" in failed.error
+    summary = (small_sweep / "summary.md").read_text()
+    assert "Table 6" in summary and "failed" in summary
+    jobs = records.read_jsonl(small_sweep / "jobs.jsonl")
+    assert len(jobs) == 2  # retries=0: the failed trial was not resubmitted
+
+
+@pytest.mark.slow
+def test_rerun_skips_completed_and_resubmits_failed(small_sweep: Path):
+    before = len(records.read_jsonl(small_sweep / "jobs.jsonl"))
+    sweep("+sweep=ablation", "++sweep.axes={variant.name:[full],train.base_lr:[0.4,1e9],seed:[0]}", f"sweep.dir={small_sweep}",
+          "sweep.retries=1", *SMALL)  # fmt: skip
+    jobs = records.read_jsonl(small_sweep / "jobs.jsonl")[before:]
+    assert len(jobs) == 1  # only the failed trial ran again, once
+    again = sweep("+sweep=ablation", "++sweep.axes={variant.name:[full],train.base_lr:[0.4,1e9],seed:[0]}",
+                  f"sweep.dir={small_sweep}", "sweep.retries=1", *SMALL)  # fmt: skip
+    assert len(records.read_jsonl(small_sweep / "jobs.jsonl")) == before + 1  # attempts used up: nothing submitted
+    assert "resuming" in again.stdout
+
+
+@pytest.mark.slow
+def test_status_and_collect_actions(small_sweep: Path):
+    out = sweep("+sweep=ablation", f"sweep.dir={small_sweep}", "sweep.action=status")
+    assert "done 1" in out.stdout and "failed 1" in out.stdout
+    (small_sweep / "results.csv").unlink()
+    sweep("+sweep=ablation", f"sweep.dir={small_sweep}", "sweep.action=collect")
+    assert (small_sweep / "results.csv").exists()
+
+
+@pytest.mark.slow
+def test_other_definition_is_refused_and_nothing_is_lost(small_sweep: Path):
+    before = {p: p.read_bytes() for p in small_sweep.rglob("*.json")}
+    proc = sweep("+sweep=ablation", f"sweep.dir={small_sweep}", *SMALL, check=False)
+    assert proc.returncode == 2 and "holds another definition" in proc.stderr and "sweep.dir=" in proc.stderr
+    assert {p: p.read_bytes() for p in small_sweep.rglob("*.json")} == before
+
+
+@pytest.mark.slow
+def test_detached_local_sweep_finishes_in_the_background(tmp_path):
+    folder = tmp_path / "d"
+    out = sweep("+sweep=ablation", "sweep.axes={variant.name:[no_branches]}", f"sweep.dir={folder}",
+                "sweep.detach=true", *SMALL)  # fmt: skip
+    assert "detached" in out.stdout
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (folder / "results.csv").exists():
+        time.sleep(1)
+    assert pd.read_csv(folder / "results.csv")["status"].tolist() == ["completed"]
+    status = sweep("+sweep=ablation", f"sweep.dir={folder}", "sweep.action=status")
+    assert "done 1" in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["sweep.dry_run=true"], "no sweep selected: add +sweep=NAME; available: ablation"),
+        (["+sweep=ablation", "sweep.axes={variant.name:[full,bogus]}"], "unknown variant 'bogus'"),
+        (["+sweep=ablation", "++sweep.axes={nonsense.field:[1]}"], "'nonsense.field' is not a trial config field"),
+        (["+sweep=ablation", "sweep.action=explode"], "sweep.action='explode' is unknown"),
+        (["+sweep=ablation", "launcher=slurm", "launcher.partition=nope"], "launcher"),
+        (["+sweep=ablation", "train.epochs=0"], "train.epochs=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_input_is_refused_before_submission(tmp_path, overrides, match):
+    proc = sweep(*overrides, f"sweep.dir={tmp_path / 's'}", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert match in proc.stderr
+    assert not (tmp_path / "s" / "jobs.jsonl").exists()
+
+
+def test_unknown_sweep_name_lists_the_valid_ones(tmp_path):
+    proc = sweep("+sweep=nope", f"sweep.dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "ablation" in proc.stderr and "nope" in proc.stderr
+
+
+def test_launcher_field_of_another_launcher_is_refused(tmp_path):
+    proc = sweep("+sweep=ablation", "launcher=local", "launcher.partition=gpu", f"sweep.dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "partition" in proc.stderr

@@ -1,0 +1,182 @@
+"""One trial end to end, through the real command line: records, wandb, resume after a real signal, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from repvgg_search import records
+from repvgg_search.trial import settings_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+# A small but real RepVGG on digits: a0's layout at a quarter of its width, two epochs, one thread.
+SMALL = ["model=a0", "model.a=0.25", "model.b=0.25", "train.epochs=2", "threads=1", "speed.iters=2"]
+
+
+def train_cmd(out: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "repvgg_search.train", *SMALL, *overrides, f"hydra.run.dir={out}"]
+
+
+def run_train(out: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run(
+        train_cmd(out, *overrides), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def wandb_inspect(run_dir: Path) -> dict:
+    exe = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([exe, "leet", "inspect", "--summary", "--json", str(run_dir)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trial") / "run"
+    proc = run_train(out, "tracking.group=pytest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_trial_records(finished: Path):
+    result = json.loads((finished / "result.json").read_text())
+    assert result["status"] == "completed" and len(result["trial_id"]) == 12
+    for key in ("top1", "deploy_top1"):
+        assert 0 <= result["metrics"][key] <= 100
+    assert abs(result["metrics"]["top1"] - result["metrics"]["deploy_top1"]) <= 100 / result["metrics"]["val_images"]
+    for form in ("train", "deploy"):
+        assert result["complexity"][form]["macs"] > 0 and result["complexity"][form]["params"] > 0
+        assert result["complexity"]["trial_size"][form]["macs"] < result["complexity"][form]["macs"]
+    assert result["complexity"]["deploy"]["params"] < result["complexity"]["train"]["params"]
+    speed = result["speed"]
+    assert speed["form"] == "deploy" and speed["images_per_s"] > 0 and speed["latency_ms"] > 0
+    assert (speed["device"], speed["batch_size"], speed["input_size"], speed["dtype"]) == (
+        "cpu",
+        32,
+        [3, 32, 32],
+        "float32",
+    )
+    assert result["conversion"]["converted"] and result["conversion"]["max_abs_error"] < 1e-3
+    assert result["config"]["model"]["a"] == 0.25 and result["arch"]["widths"] == [16, 16, 32, 64, 128]
+    assert {"setup_s", "train_s", "total_s"} <= set(result["timings"]) and result["versions"]["torch"]
+    assert result["git_commit"]
+    lines = records.read_jsonl(finished / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == [0, 1] and all(r["trial_id"] == result["trial_id"] for r in lines)
+    assert (finished / "config.yaml").exists() and (finished / "deploy.pt").exists()
+    ckpt = torch.load(finished / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epochs_done"] == 2 and ckpt["trial_id"] == result["trial_id"]
+
+
+@pytest.mark.slow
+def test_trial_wandb_mirror(finished: Path):
+    result = json.loads((finished / "result.json").read_text())
+    (run_dir,) = (finished / "wandb").glob("offline-run-*")
+    info = wandb_inspect(run_dir)
+    text = json.dumps(info)
+    assert result["trial_id"] in text and "pytest" in text  # run id and group
+    assert '"a0"' in text and '"full"' in text  # tags
+    summary = info.get("summary", info)
+    assert json.dumps(summary).count("deploy_top1") >= 1 and "images_per_s" in json.dumps(summary)
+
+
+@pytest.mark.slow
+def test_finished_trial_is_not_retrained(finished: Path):
+    before = (finished / "result.json").read_text()
+    t0 = time.perf_counter()
+    proc = run_train(finished, "tracking.group=pytest")
+    assert proc.returncode == 0, proc.stderr
+    assert (finished / "result.json").read_text() == before
+    assert '"status": "completed"' in proc.stdout and time.perf_counter() - t0 < 60
+
+
+@pytest.mark.slow
+def test_folder_of_another_trial_is_refused(finished: Path):
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+    proc = run_train(finished, "seed=1")
+    assert proc.returncode == 2 and "holds trial" in proc.stderr and "hydra.run.dir" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
+    """SIGTERM a real trial after its first epoch; rerunning resumes and ends exactly like an uninterrupted run."""
+    overrides = ("train.epochs=3", "train.deterministic=true", "tracking.mode=disabled")
+    straight = run_train(tmp_path / "straight", *overrides)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(train_cmd(out, *overrides), cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not records.read_jsonl(out / "metrics.jsonl") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "interrupted" in err, err[-2000:]
+    assert json.loads((out / "result.json").read_text())["status"] == "interrupted"
+    done = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"]
+    assert 1 <= done < 3
+
+    resumed = run_train(out, *overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch" in resumed.stderr
+    a = records.read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    b = records.read_jsonl(out / "metrics.jsonl")
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["val_top1"] for r in a] == [r["val_top1"] for r in b]
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (tmp_path / "straight", out))
+    assert ra["trial_id"] == rb["trial_id"] and ra["metrics"] == rb["metrics"]
+
+
+@pytest.mark.slow
+def test_relu_in_branches_is_measured_in_train_form(tmp_path: Path):
+    proc = run_train(tmp_path / "r", "variant=relu_in_branches", "train.epochs=1", "tracking.mode=disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["conversion"]["converted"] is False and result["metrics"]["deploy_top1"] is None
+    assert result["speed"]["form"] == "train" and result["complexity"]["deploy_is_train_form"]
+    assert not (tmp_path / "r" / "deploy.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["data.name=mnist"], "data.name='mnist' is unknown; allowed: digits"),
+        (["data=cifar10", "data.root=/nonexistent/cifar"], "/nonexistent/cifar"),
+        (["data=cifar10"], "data.download=true"),
+        (["train.epochs=0"], "train.epochs=0 must be an integer >= 1"),
+        (["train.base_lr=-0.1"], "train.base_lr=-0.1 must be a finite number > 0"),
+        (["data.batch_size=0"], "data.batch_size=0 must be an integer >= 1"),
+        (["data.image_size=8"], "data.image_size=8 must be an integer >= 32"),
+        (["tracking.mode=online"], "no wandb credentials"),
+        (["tracking.mode=loud"], "tracking.mode='loud' is unknown; allowed: offline, online, disabled"),
+        (["model.a=0"], "width multiplier a must be a finite number > 0"),
+    ],
+)
+def test_bad_input_exits_before_training(tmp_path: Path, monkeypatch, overrides, match):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env["NETRC"] = str(tmp_path / "no-netrc")
+    cmd = train_cmd(tmp_path / "out", *overrides)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert match in proc.stderr
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_trial_id_depends_on_results_not_on_paths():
+    base = settings_from_config({"model": {"name": "b1g4"}})
+    same = settings_from_config({"model": {"name": "b1", "groups": 4}, "data": {"num_workers": 3}})
+    other = settings_from_config({"model": {"name": "b1g4"}, "seed": 1})
+    assert base.trial_id == same.trial_id != other.trial_id
+    tracked = settings_from_config({"model": {"name": "b1g4"}, "tracking": {"group": "x", "mode": "disabled"}})
+    assert tracked.trial_id == base.trial_id
