@@ -360,8 +360,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     folder = sweep_folder(cfg)
     action = cfg.sweep.action
     if action != "run":
-        if folder.read_definition() is None:
+        definition = folder.read_definition()
+        if definition is None:
             raise SweepError(f"sweep.action={action}: {folder.root} holds no sweep (sweep.dir=PATH names one)")
+        if definition.get("kind") == "search":
+            from .search import search_action
+
+            return search_action(folder, action)
         return {"status": print_status, "collect": collect, "cancel": cancel}[action](folder)
     launcher = validate_launcher(cfg.launcher)
     if cfg.sweep.kind == "search":

@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,25 +185,33 @@ def claim_folder(trial_dir: Path, s: TrialSettings) -> dict[str, Any] | None:
     return None
 
 
-def run_trial(s: TrialSettings, trial_dir: Path, *, progress: bool | None = None) -> dict[str, Any]:
+def run_trial(
+    s: TrialSettings,
+    trial_dir: Path,
+    *,
+    progress: bool | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run (or resume, or report) one trial in `trial_dir`; returns its result record.
 
     Raises `TrialInterrupted` after SIGTERM/SIGUSR2 (the checkpoint of the last finished epoch stays), and
     re-raises any failure after recording it (status `failed` with the error) in result.json and wandb.
+    `on_epoch(epoch, row)` is called on rank 0 after each epoch's checkpoint and metrics line (a search's pruner
+    raises from it to stop the trial).
     """
     trial_dir = Path(trial_dir)
     done = claim_folder(trial_dir, s)
     if done is not None:
         _log.info("trial %s already completed in %s: reporting its result", s.trial_id, trial_dir)
         return done
-    return _Trial(s, trial_dir, want_progress() if progress is None else progress).run()
+    return _Trial(s, trial_dir, want_progress() if progress is None else progress, on_epoch).run()
 
 
 class _Trial:
     """The state of one running trial; `run()` drives it from set-up to the final record."""
 
-    def __init__(self, s: TrialSettings, trial_dir: Path, progress: bool) -> None:
-        self.s, self.dir, self.progress = s, trial_dir, progress
+    def __init__(self, s: TrialSettings, trial_dir: Path, progress: bool, on_epoch=None) -> None:
+        self.s, self.dir, self.progress, self.on_epoch = s, trial_dir, progress, on_epoch
         self.timings: dict[str, float] = {}
         self.t0 = time.perf_counter()
         self.tracker: Tracker | None = None
@@ -331,6 +339,8 @@ class _Trial:
                 self._save_checkpoint()
                 records.append_jsonl(self.dir / records.METRICS, row)
                 self.tracker.log_epoch(row)
+                if self.on_epoch is not None:
+                    self.on_epoch(epoch, row)  # may raise (a pruned trial) after this epoch's checkpoint
             _log.info("epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, s.train.epochs, stats["loss"], val["top1"])
         self.timings["train_s"] = time.perf_counter() - t
 

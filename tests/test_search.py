@@ -1,0 +1,308 @@
+"""The width search: bad input, exact trial counts, stale-trial retries, budgets, pruning, real searches."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from support import require, slurm_up
+
+from repvgg_search import records
+from repvgg_search.config import CONF_DIR
+from repvgg_search.launchers import validate_launcher
+from repvgg_search.search import (
+    Budget,
+    HeartbeatJournalStorage,
+    SearchError,
+    _epoch_reporter,
+    claim_search_folder,
+    claim_slot,
+    plan_search,
+    prepare_study,
+    record,
+    search_action,
+    search_loop,
+    search_settings,
+    tally,
+    worker_loop,
+)
+from repvgg_search.sweep_folder import SweepFolder
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny but real trials: one layer per stage, a quarter of a0's widths, one epoch, two timed batches.
+TINY = ["model.depths=[1,1,1,1,1]", "train.epochs=1", "speed.iters=2", "speed.warmup=1", "tracking.mode=disabled"]
+TINY_SPACE = ["search.space.a={low:0.25,high:0.5,step:0.25}", "search.space.b={low:0.25,high:0.5,step:0.25}"]
+FAST = ["sweep.poll_s=0.3", "search.heartbeat_interval=1", "search.grace_period=3"]
+# Fewer, random images where only the mechanics matter (in-process runs).
+SYNTH = ["data=synthetic", "data.synthetic_train_size=128", "data.synthetic_val_size=64", "threads=1"]
+
+
+def launch_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("launch", overrides=["+sweep=width_search", *overrides])
+
+
+def make_plan(folder: Path, *overrides: str):
+    cfg = launch_cfg(f"sweep.dir={folder}", *overrides)
+    return plan_search(cfg, SweepFolder(folder), validate_launcher(cfg.launcher))
+
+
+def sweep_cmd(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=width_search", *overrides]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def journal_study(path: Path, **kwargs) -> optuna.Study:
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    if kwargs:  # heartbeats, and retries of stale trials, as the search's storage has them
+        storage = HeartbeatJournalStorage(str(path), callback=RetryHeartbeatStaleTrialCallback(max_retry=1), **kwargs)
+    return optuna.create_study(storage=storage, study_name="t", load_if_exists=True)
+
+
+# -- settings and bad input ------------------------------------------------------------------------------------
+def test_width_search_file_validates():
+    cfg = launch_cfg()
+    s = search_settings(cfg.search)
+    assert cfg.sweep.kind == "search" and s.objectives == ["top1", "images_per_s"] and s.sampler == "tpe"
+    assert s.space.groups == [1, 2, 4] and s.storage is None and s.n_trials >= 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"space": {"a": {"low": 2.0, "high": 1.0}}}, "inverted bounds, low=2.0 > high=1.0"),
+        ({"space": {"b": {"low": 1.0, "high": 1.0, "step": None}}}, "empty range"),
+        ({"space": {"groups": []}}, "search.space.groups is empty"),
+        ({"space": {"depths": {3: []}}}, "search.space.depths.3"),
+        ({"space": {"depths": {7: [1, 2]}}}, "stage 7 does not exist"),
+        ({"space": {"a": {"low": 0.5, "high": 1.2, "step": 0.25}}}, "not a multiple of step"),
+        ({"objectives": ["top1", "flops"]}, "'flops' is unknown; allowed: top1, images_per_s"),
+        ({"objectives": []}, "search.objectives is empty"),
+        ({"sampler": "cmaes"}, "search.sampler='cmaes' is unknown; allowed: tpe, nsgaii, random, grid"),
+        ({"pruner": "median"}, "needs objectives: [top1]"),
+        ({"constraints": {"max_gmacs": -1}}, "max_gmacs=-1"),
+        ({"n_trials": 10_000}, "the space holds only"),
+        ({"space": {"a": {"low": 0.5, "high": 1.5, "step": None}}, "sampler": "grid"}, "sampler=grid needs a step"),
+        ({"smapler": "tpe"}, "search: unknown key(s) ['smapler']; allowed: space, objectives"),
+        ({"constraints": {"max_macs": 1}}, "search.constraints: unknown key(s) ['max_macs']; allowed: max_gmacs"),
+    ],
+)
+def test_bad_settings_are_refused(change, message):
+    with pytest.raises(SearchError) as err:
+        search_settings(change)
+    assert message in str(err.value)
+
+
+def test_budget_no_candidate_meets_is_refused_before_anything(tmp_path):
+    with pytest.raises(SearchError) as err:
+        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.constraints.max_gmacs=0.001")
+    msg = str(err.value)
+    assert "max_gmacs=0.001 cannot be met" in msg and "GMACs" in msg and "a=0.25, b=0.25" in msg
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_sampler_options_are_refused(tmp_path):
+    with pytest.raises(SearchError, match="sampler_options=.*do not fit sampler=nsgaii"):
+        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.sampler=nsgaii", "search.sampler_options={bogus:1}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+psycopg2://u:secret@127.0.0.1:1/db", "nosuchdb://x/y"],
+    ids=["closed-port", "unknown-scheme"],
+)
+def test_unreachable_storage_is_refused_before_any_worker(tmp_path, url):
+    t0 = time.perf_counter()
+    with pytest.raises(SearchError) as err:
+        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, f"search.storage={url}")
+    assert "cannot be used" in str(err.value) and "secret" not in str(err.value)
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "s").exists()
+
+
+def test_another_definition_in_the_folder_is_refused(tmp_path):
+    plan = make_plan(tmp_path / "s", *TINY, *TINY_SPACE)
+    claim_search_folder(plan)
+    prepare_study(plan)
+    other = make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.objectives=[top1,latency_ms]")
+    with pytest.raises(SearchError, match="holds another search definition"):
+        claim_search_folder(other)
+    other.folder = str(tmp_path / "elsewhere")  # same study storage, other definition
+    with pytest.raises(SearchError, match="made by another search definition"):
+        prepare_study(other)
+
+
+# -- the loop: exact counts, no barrier, stale trials ------------------------------------------------------------
+def test_concurrent_workers_end_with_exactly_n_trained_trials(tmp_path):
+    """Threads with their own storage handles (as processes have) race for the last slots; uneven durations."""
+    path, n = tmp_path / "j", 10
+    journal_study(path)
+
+    def evaluate(study, trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if x > 0.8:  # "over budget": recorded without a slot
+            return record(study, trial, "infeasible", [0.0])
+        if not claim_slot(study, trial, n):
+            return record(study, trial, "surplus", state=TrialState.FAIL)
+        time.sleep(random.uniform(0.0, 0.05))
+        return record(study, trial, "trained", [x])
+
+    def worker(seed: int) -> None:
+        study = optuna.load_study(
+            study_name="t", storage=JournalStorage(JournalFileBackend(str(path))),
+            sampler=optuna.samplers.RandomSampler(seed=seed),
+        )  # fmt: skip
+        search_loop(study, Budget(n, n, 1000), evaluate, poll_s=0.01)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    counts = tally(journal_study(path).get_trials())
+    assert counts["trained"] == n and counts["running"] == 0 and counts["waiting"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
+def test_stale_trial_is_failed_and_retried_with_its_parameters(tmp_path):
+    path = tmp_path / "j"
+    dead = journal_study(path, heartbeat_interval=1, grace_period=1)
+    orphan = dead.ask()
+    orphan.suggest_float("x", 0.0, 1.0)  # its worker "dies" here: no heartbeat, no tell
+    seen = []
+
+    def evaluate(study, trial):
+        seen.append(trial.suggest_float("x", 0.0, 1.0))
+        return record(study, trial, "trained", [seen[-1]])
+
+    live = journal_study(path, heartbeat_interval=1, grace_period=1)
+    t0 = time.perf_counter()
+    search_loop(live, Budget(1, 1, 10), evaluate, poll_s=0.1)
+    trials = live.get_trials()
+    assert trials[0].state == TrialState.FAIL and trials[1].state == TrialState.COMPLETE
+    assert seen == [orphan.params["x"]] and time.perf_counter() - t0 < 10  # waited for the grace period only
+
+
+def test_pruning_reporter_stops_a_poor_trial():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(1, 0))
+    for _ in range(3):
+        t = study.ask()
+        for epoch in range(3):
+            t.report(90.0, epoch)
+        study.tell(t, 90.0)
+    on_epoch = _epoch_reporter(study.ask())
+    with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
+        on_epoch(0, {"val_top1": 10.0})
+
+
+# -- real trials ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_over_budget_candidates_are_recorded_without_training(tmp_path):
+    """max_gmacs admits only a=0.25 candidates: a=0.5 ones are recorded infeasible, trained ones count."""
+    folder = tmp_path / "s"
+    plan = make_plan(folder, *TINY, *SYNTH, *TINY_SPACE, *FAST, "launcher=debug", "search.sampler=random",
+                     "search.n_trials=2", "search.space.groups=[1]", "search.constraints.max_gmacs=0.05")  # fmt: skip
+    claim_search_folder(plan)
+    prepare_study(plan)
+    worker_loop(plan, 0)
+    study = optuna.load_study(study_name=plan.study_name, storage=JournalStorage(JournalFileBackend(plan.storage)))
+    counts = tally(study.get_trials())
+    assert counts["trained"] == 2
+    for t in study.get_trials():
+        result = records.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")
+        if t.user_attrs["kind"] == "infeasible":
+            assert t.params["a"] == 0.5 and t.constraints["gmacs"] > 0 and t.state == TrialState.COMPLETE
+            assert result["status"] == "infeasible" and result["search"]["feasible"] is False
+            assert not (folder / "trials" / t.user_attrs["trial_id"] / "checkpoints").exists()
+        elif t.user_attrs["kind"] == "trained":
+            assert t.params["a"] == 0.25 and result["status"] == "completed" and result["search"]["feasible"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("search") / "s"
+    proc = sweep_cmd(f"sweep.dir={folder}", *TINY, *SYNTH, *TINY_SPACE, *FAST, "tracking.mode=offline",
+                     "launcher.max_parallel=2", "search.n_trials=3")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (folder / "first_run.txt").write_text(proc.stdout)
+    return folder
+
+
+def _study(folder: Path) -> optuna.Study:
+    return optuna.load_study(
+        study_name="width_search", storage=JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    )
+
+
+@pytest.mark.slow
+def test_search_runs_two_workers_and_writes_the_pareto_set(searched: Path):
+    counts = tally(_study(searched).get_trials())
+    assert counts["trained"] == 3 and counts["running"] == 0
+    results = pd.read_csv(searched / "results.csv")
+    pareto = pd.read_csv(searched / "pareto.csv")
+    assert (results["status"] == "completed").sum() == 3
+    assert 1 <= len(pareto) <= 3 and set(pareto["trial_id"]) <= set(results["trial_id"])
+    assert {"a", "b", "depths", "groups", "top1", "images_per_s", "deploy_gmacs"} <= set(pareto.columns)
+    assert "Pareto set" in (searched / "first_run.txt").read_text()
+    for tid in results["trial_id"]:
+        result = records.read_json(searched / "trials" / tid / "result.json")
+        assert result["group"] == "width_search" and result["search"]["study"] == "width_search"
+        assert result["search"]["kind"] == "trained" and len(result["search"]["values"]) == 2
+        assert list((searched / "trials" / tid / "wandb").glob("offline-run-*"))  # its wandb run
+    workers = {r["worker"] for r in records.read_jsonl(searched / "workers.jsonl")}
+    assert workers == {0, 1}
+
+
+@pytest.mark.slow
+def test_rerun_continues_the_same_study(searched: Path):
+    first = {p: p.read_text() for p in searched.glob("trials/*/result.json")}
+    proc = sweep_cmd(f"sweep.dir={searched}", *TINY, *SYNTH, *TINY_SPACE, *FAST, "tracking.mode=offline",
+                     "launcher.max_parallel=2", "search.n_trials=4")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "continuing" in proc.stdout
+    assert tally(_study(searched).get_trials())["trained"] == 4
+    assert all(p.read_text() == text for p, text in first.items())  # earlier trials untouched, not retrained
+    assert len(pd.read_csv(searched / "results.csv")) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_workers_are_one_job_array(tmp_path):
+    require(slurm_up(), "no SLURM controller answers (scripts/slurm_up.sh starts one)")
+    folder = tmp_path / "s"
+    proc = sweep_cmd(f"sweep.dir={folder}", *TINY, *SYNTH, *TINY_SPACE, "sweep.poll_s=1", "launcher=slurm",
+                     "launcher.max_parallel=2", "launcher.cpus_per_task=1", "launcher.timeout_min=10",
+                     "search.n_trials=2")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = records.read_jsonl(folder / "workers.jsonl")
+    assert len(jobs) == 2 and len({j["job_id"].split("_")[0] for j in jobs}) == 1  # one array, two tasks
+    assert tally(_study(folder).get_trials())["trained"] == 2
+
+
+@pytest.mark.slow
+def test_bad_search_input_exits_2_before_launching(tmp_path):
+    proc = sweep_cmd(f"sweep.dir={tmp_path / 's'}", "search.objectives=[top1,flops]")
+    assert proc.returncode == 2 and "error:" in proc.stderr and "'flops' is unknown" in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_status_and_collect_work_from_the_records(searched: Path):
+    """search_action (what sweep.action=status|collect should call for a search) needs no storage access."""
+    (searched / "pareto.csv").unlink()
+    summary = search_action(SweepFolder(searched), "collect")
+    assert (searched / "pareto.csv").exists() and summary["trained"] >= 3
+    status = search_action(SweepFolder(searched), "status")
+    assert status["trained"] >= 3
