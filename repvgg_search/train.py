@@ -51,6 +51,8 @@ def main(cfg: DictConfig) -> None:
     except TrialInterrupted as exc:
         print(f"interrupted ({exc}); rerun the same command with the same output folder to resume", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    if "metrics" not in result:  # ranks other than 0 of a multi-process trial record nothing
+        return
     print(_summary(result))
     print(json.dumps({"trial_id": result["trial_id"], "status": result["status"]}))
 

@@ -216,6 +216,7 @@ class _Trial:
         self.t0 = time.perf_counter()
         self.tracker: Tracker | None = None
         self.dist: DistInfo | None = None
+        self.last_val: dict | None = None  # the last epoch's evaluation (all ranks), reused as the final one
 
     def run(self) -> dict[str, Any]:
         status, error = "failed", None
@@ -333,7 +334,7 @@ class _Trial:
                 log=_log.info,
             )
             val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
-            self.epochs_done = epoch + 1
+            self.epochs_done, self.last_val = epoch + 1, val
             row = {"trial_id": s.trial_id, "epoch": epoch, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
             if self.main:
                 self._save_checkpoint()
@@ -346,13 +347,14 @@ class _Trial:
 
     # -- the end of a trial -----------------------------------------------------------------------------------
     def _finish(self) -> dict[str, Any]:
-        if not self.main:
-            return {"trial_id": self.s.trial_id, "status": "completed", "rank": self.dist.rank}
+        # Every rank evaluates and converts (evaluation all-reduces over the ranks' shards); rank 0 records.
         t = time.perf_counter()
         model = unwrap(self.model).eval()
         val = self._final_eval(model)
         self.timings["eval_s"] = time.perf_counter() - t
         deploy, conversion, deploy_val = self._convert(model, val)
+        if not self.main:
+            return {"trial_id": self.s.trial_id, "status": "completed", "rank": self.dist.rank}
         result = {
             "metrics": {
                 "top1": val["top1"],
@@ -375,10 +377,9 @@ class _Trial:
         return result
 
     def _final_eval(self, model) -> dict:
-        """The train form's evaluation: the last epoch's (same weights) when it was recorded, else a new one."""
-        row = self._last_row()
-        if row.get("epoch") == self.epochs_done - 1 and "val_correct" in row:
-            return {k: row[f"val_{k}"] for k in ("top1", "loss", "correct", "total")}
+        """The train form's evaluation: the last epoch's (same weights) when this run trained it, else a new one."""
+        if self.last_val is not None:
+            return self.last_val
         return evaluate(model, self.val_loader, device=self.device, amp=self.s.train.amp)
 
     def _convert(self, model, val: dict) -> tuple[Any, dict, dict | None]:

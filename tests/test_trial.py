@@ -180,3 +180,18 @@ def test_trial_id_depends_on_results_not_on_paths():
     assert base.trial_id == same.trial_id != other.trial_id
     tracked = settings_from_config({"model": {"name": "b1g4"}, "tracking": {"group": "x", "mode": "disabled"}})
     assert tracked.trial_id == base.trial_id
+
+
+@pytest.mark.slow
+def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
+    """torchrun with two CPU processes: DDP over gloo, rank 0 records, evaluation covers the whole split."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "repvgg_search.train",
+           *SMALL, "train.epochs=1", "tracking.mode=offline", f"hydra.run.dir={out}"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and result["metrics"]["val_images"] == 360  # both shards, all-reduced
+    assert result["conversion"]["top1_diff_images"] <= 1
+    assert len(records.read_jsonl(out / "metrics.jsonl")) == 1 and len(list((out / "wandb").glob("offline-run-*"))) == 1
