@@ -6,6 +6,7 @@ what differs. Modules never see a DictConfig: entry points call `to_arch(cfg)` a
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ def register_configs() -> None:
 def exit_on_bad_input(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Turn a ValueError raised while validating or running into a one-line message and exit status 2."""
 
+    @functools.wraps(run)
     def wrapper(cfg: Any) -> Any:
         try:
             return run(cfg)
@@ -141,8 +143,6 @@ def exit_on_bad_input(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    wrapper.__name__ = run.__name__
-    wrapper.__doc__ = run.__doc__
     return wrapper
 
 

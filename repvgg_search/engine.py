@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -42,8 +43,8 @@ class TrainConfig:
     base_batch_size: int = 256
     # SGD momentum, in [0, 1).
     momentum: float = 0.9
-    # Nesterov momentum (needs momentum > 0).
-    nesterov: bool = False
+    # Nesterov momentum (needs momentum > 0). The paper uses plain momentum; the proxy uses Nesterov.
+    nesterov: bool = True
     # L2 weight decay of conv and linear kernels; >= 0.
     weight_decay: float = 1e-4
     # Also decay BN parameters and biases (the authors exempt them: False).
@@ -200,8 +201,10 @@ def make_scaler(cfg: TrainConfig, device: torch.device | str) -> torch.amp.GradS
 
 
 def autocast(amp: str, device: torch.device):
-    """Autocast context for `amp` ("none" disables it)."""
-    return torch.autocast(device.type, dtype=_AMP_DTYPES.get(amp, torch.float32), enabled=amp != "none")
+    """Autocast context for `amp`; "none" is a no-op context (plain fp32)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AMP_DTYPES[amp])
 
 
 def want_progress() -> bool:
@@ -406,14 +409,19 @@ __all__ = [
     "TrainConfig",
     "TrainConfigError",
     "WarmupCosine",
+    "autocast",
     "build_optimizer",
     "build_scheduler",
     "configure_backends",
     "evaluate",
+    "flush_denormals",
     "make_scaler",
+    "mixup_batch",
     "param_groups",
     "prepare_model",
     "scaled_lr",
+    "seed_epoch",
+    "soft_targets",
     "train_one_epoch",
     "validate_train",
     "want_progress",

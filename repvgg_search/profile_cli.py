@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import hydra
@@ -11,7 +10,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from .config import CONF_DIR, ProfileConfig, SpeedConfig, register_configs, to_arch
+from .config import CONF_DIR, ProfileConfig, SpeedConfig, exit_on_bad_input, register_configs, to_arch
 from .models import VARIANTS, ArchConfig, build_model, list_models, load_state_dict, reparameterize_model
 from .profile import DTYPES, MAC_CONVENTION, complexity, equivalence_error, resolve_device, throughput
 
@@ -114,13 +113,10 @@ def _model_dict(cfg) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="profile")
+@exit_on_bad_input
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    try:
-        run(cfg)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    """Hydra entry point: exit 2 on bad input, before any measurement."""
+    run(cfg)
 
 
 if __name__ == "__main__":

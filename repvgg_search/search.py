@@ -59,7 +59,7 @@ from .launchers import local_slots, make_executor, visible_gpus
 from .models import VARIANTS, ArchConfig, ArchError, arch_config, build_model, reparameterize_model
 from .models.arch import PRESETS
 from .profile import MAC_CONVENTION, complexity
-from .sweep import ACTIVE_STATES, Progress, SweepError, _interactive, _job_state, base_trial_config
+from .sweep import ACTIVE_STATES, Progress, _interactive, _job_state, base_trial_config
 from .sweep_folder import SWEEP_JSON, PlannedTrial, SweepFolder
 from .trial import _NOT_IN_ID, TrialInterrupted, run_trial, settings_from_config
 
@@ -1120,10 +1120,7 @@ def dry_run(plan: SearchPlan) -> dict[str, Any]:
 def drive(plan: SearchPlan, launcher: Any, spec: Any, study: optuna.Study) -> dict[str, Any]:
     """Start the workers, follow the study until they end (bounded), then collect."""
     folder = plan.sweep_folder
-    other = folder.live_driver()
-    if other is not None and other != os.getpid():
-        raise SweepError(f"another driver (pid {other}) is working on {folder.root}; sweep.action=status shows it")
-    folder.driver_pid_file.write_text(f"{os.getpid()}\n")
+    folder.acquire_driver()
     pool = WorkerPool(plan, launcher, spec, study)
     progress = SearchProgress(_interactive())
     previous = signal.signal(signal.SIGTERM, pool.cancel_on_signal)

@@ -23,7 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, REPO_ROOT, TrialConfig, register_configs
+from .config import CONF_DIR, REPO_ROOT, TrialConfig, exit_on_bad_input, register_configs
 from .launchers import local_slots, make_executor, register_launchers, validate_launcher
 from .sweep_folder import TERMINAL, PlannedTrial, SweepFolder
 from .trial import TrialRunner, settings_from_typed, typed_config
@@ -388,10 +388,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def drive(folder: SweepFolder, launcher: Any, spec: Any, trials: list[PlannedTrial]) -> dict[str, Any]:
-    other = folder.live_driver()
-    if other is not None and other != os.getpid():
-        raise SweepError(f"another driver (pid {other}) is working on {folder.root}; sweep.action=status shows it")
-    folder.driver_pid_file.write_text(f"{os.getpid()}\n")
+    folder.acquire_driver()
     driver = Driver(folder, launcher, spec, trials)
     progress = Progress(_interactive())
     restore = _cancel_jobs_on_sigterm(driver)
@@ -504,13 +501,10 @@ def cancel(folder: SweepFolder) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="launch")
+@exit_on_bad_input
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: exit 2 on bad input, before anything is submitted."""
-    try:
-        run(cfg)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -142,6 +142,15 @@ class SweepFolder:
     def driver_pid_file(self) -> Path:
         return self.root / "driver.pid"
 
+    def acquire_driver(self) -> None:
+        """Record this process as the folder's driver; refuse when another live driver works on it."""
+        other = self.live_driver()
+        if other is not None and other != os.getpid():
+            raise SweepFolderError(
+                f"another driver (pid {other}) is working on {self.root}; sweep.action=status shows it"
+            )
+        self.driver_pid_file.write_text(f"{os.getpid()}\n")
+
     def live_driver(self) -> int | None:
         """The pid of a driver process still working on this folder, if any."""
         try:
