@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import platform
 import time
 
 import torch
 import torch.nn.functional as F
 
 from repvgg_search.data import DataConfig, build_loaders
-from repvgg_search.engine import AMP_MODES, TrainConfig, autocast, build_optimizer, flush_denormals
+from repvgg_search.engine import AMP_MODES, TrainConfig, autocast, build_optimizer
 from repvgg_search.models import create_model, list_variants
 
 
@@ -52,13 +53,22 @@ def measure(variant: str, args: argparse.Namespace, device: torch.device) -> flo
     return seen / (time.perf_counter() - start)
 
 
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:  # the CPU model, where Linux tells it
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     args = _args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    flush_denormals(device)
     dtype = "float32" if args.amp == "none" else f"{args.amp} autocast"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = _device_name(device)
     print(f"train-form training throughput: {args.preset} on digits, 32x32 input, batch {args.batch_size}, {dtype}")
     print(f"device {device} ({name}), threads {torch.get_num_threads()}, torch {torch.__version__}")
     for variant in args.variants:

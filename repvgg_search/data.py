@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "synthetic")
+SYNTHETIC_DEFAULT_CLASSES = 10
 MIN_IMAGE_SIZE = 32  # five stride-2 stages: 32 px is the smallest input that still reaches the last stage at 1x1
 _CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _NATIVE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
@@ -98,6 +100,17 @@ def validate_data(cfg: DataConfig) -> None:
         _check_cifar_root(cfg)
     elif cfg.name == "imagenet":
         _check_imagenet_root(cfg.root)
+
+
+def expected_num_classes(cfg: DataConfig) -> int:
+    """Classes of the data set, known without loading it (ImageNet: the class folders under root/train)."""
+    if cfg.num_classes is not None:
+        return cfg.num_classes
+    if cfg.name == "synthetic":
+        return SYNTHETIC_DEFAULT_CLASSES
+    if cfg.name in _NATIVE_CLASSES:
+        return _NATIVE_CLASSES[cfg.name]
+    return sum(1 for p in Path(cfg.root, "train").iterdir() if p.is_dir())
 
 
 def _check_int(value, key: str, minimum: int, note: str = "") -> None:
@@ -382,7 +395,7 @@ def _tensor_loaders(
         x_train, y_train, x_val, y_val, fill = load_digits_split(cfg.image_size, cfg.val_fraction, cfg.split_seed)
         num_classes = 10
     else:
-        num_classes = cfg.num_classes or 10
+        num_classes = cfg.num_classes or SYNTHETIC_DEFAULT_CLASSES
         x_train, y_train, x_val, y_val = _synthetic(cfg, num_classes)
         fill = 0.0
     x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))

@@ -213,12 +213,6 @@ def want_progress() -> bool:
     return sys.stderr.isatty() and not batch_job and os.environ.get("RANK", "0") == "0"
 
 
-def flush_denormals(device: torch.device) -> None:
-    """On CPU, treat denormal floats as zero: tiny gradients and momenta otherwise slow steps down up to 30x."""
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
-
-
 def seed_epoch(seed: int, epoch: int) -> None:
     """Seed the global RNGs from (seed, epoch), so an epoch's random choices do not depend on earlier epochs."""
     torch.manual_seed(derive_seed(seed, epoch, "train"))
@@ -274,7 +268,6 @@ def train_one_epoch(
     if cfg.amp == "fp16" and scaler is None:
         raise ValueError("train.amp=fp16 needs loss scaling: pass scaler=make_scaler(cfg, device)")
     log = log or _log.info
-    flush_denormals(device)
     seed_epoch(seed, epoch)
     set_epoch(loader, epoch)
     model.train()
@@ -374,13 +367,15 @@ def _finish_epoch(model, state: _EpochState, optimizer, device: torch.device, st
     return result
 
 
-def evaluate(model: nn.Module, loader, *, device: torch.device | str, amp: str = "none") -> dict:
-    """top1 (%), mean cross-entropy loss, correct and total over the whole evaluation set (summed over ranks).
+def evaluate(model: nn.Module, loader, *, device: torch.device | str, amp: str = "none", reduce: bool = True) -> dict:
+    """top1 (%), mean cross-entropy loss, correct and total over the whole evaluation set.
 
-    Runs the unwrapped module in eval mode under inference_mode and restores its previous mode.
+    With a process group and `reduce`, every rank must call it: the sums of the ranks' shards are combined
+    (a collective). `reduce=False` counts only this process's loader, e.g. rank 0 alone on an unsharded
+    loader from `build_loaders(..., distributed=False)`. Runs the unwrapped module in eval mode under
+    inference_mode and restores its previous mode.
     """
     device = torch.device(device)
-    flush_denormals(device)
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -393,7 +388,7 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str, amp: str =
             sums[1] += (out.argmax(1) == y).sum()
             sums[2] += y.shape[0]
     net.train(was_training)
-    loss_sum, correct, total = all_reduce_sum(sums).tolist()
+    loss_sum, correct, total = (all_reduce_sum(sums) if reduce else sums).tolist()
     return {
         "top1": 100.0 * correct / max(total, 1),
         "loss": loss_sum / max(total, 1),
@@ -414,7 +409,6 @@ __all__ = [
     "build_scheduler",
     "configure_backends",
     "evaluate",
-    "flush_denormals",
     "make_scaler",
     "mixup_batch",
     "param_groups",

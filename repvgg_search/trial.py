@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import records
 from .config import TrackingConfig, TrialConfig, TrialSpeedConfig, to_arch
-from .data import DataConfig, build_loaders
+from .data import DataConfig, build_loaders, expected_num_classes
 from .distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
 from .engine import (
     TrainConfig,
@@ -47,7 +47,6 @@ from .tracking import Tracker, validate_tracking
 
 _log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 3  # exit status of an interrupted trial (rerun the same command to resume)
-_NATIVE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
 # Fields that change where or how fast data is read, not what a trial computes: left out of the trial id.
 _NOT_IN_ID = {"data": {"root", "download", "num_workers", "pin_memory", "persistent_workers", "eval_batch_size"}}
 
@@ -129,15 +128,6 @@ def _validate_run(cfg: TrialConfig) -> None:
             raise ValueError(f"speed.{key}={getattr(cfg.speed, key)} must be >= 1")
     if cfg.speed.input_size is not None and cfg.speed.input_size < 32:
         raise ValueError(f"speed.input_size={cfg.speed.input_size} must be >= 32, or null for data.image_size")
-
-
-def expected_num_classes(data: DataConfig) -> int:
-    """Classes of the data set, known without loading it (ImageNet: the class folders under root/train)."""
-    if data.num_classes is not None:
-        return data.num_classes
-    if data.name in _NATIVE_CLASSES:
-        return _NATIVE_CLASSES[data.name]
-    return sum(1 for p in Path(data.root, "train").iterdir() if p.is_dir())
 
 
 def trial_id(config: dict[str, Any], arch: ArchConfig) -> str:

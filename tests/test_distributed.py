@@ -59,7 +59,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         for epoch in range(cfg.epochs):
             stats = train_one_epoch(model, train, opt, sched, cfg=cfg, device=info.device, epoch=epoch, seed=0)
         scores = evaluate(model, val, device=info.device)
-        local_val = sum(len(y) for _, y in val)
+        local_val = evaluate(model, val, device=info.device, reduce=False)["total"]  # this rank's shard only
         state = unwrap(model).state_dict()
         torch.save(
             {"state": state, "stats": stats, "scores": scores, "local_val": local_val, "info": info},

@@ -13,7 +13,7 @@ import torch
 import yaml
 from torch import nn
 
-from repvgg_search.data import DataConfig, DataError, build_loaders
+from repvgg_search.data import DataConfig, DataError, TensorLoader, build_loaders, load_digits_split
 from repvgg_search.engine import (
     TrainConfig,
     TrainConfigError,
@@ -36,8 +36,10 @@ def tiny_model(variant: str = "full") -> nn.Module:
 
 @pytest.fixture(scope="module")
 def digits():
-    """Digits loaders at 32 px, batch 64, with random translation (so augmentation draws random numbers)."""
-    return build_loaders(DataConfig(batch_size=64, translate=2), device="cpu", seed=0)
+    """A 320-image slice of the digits training split (10 steps of 32) with random translation, and the val split."""
+    x_train, y_train, x_val, y_val, fill = load_digits_split(32, 0.2, 0)
+    train = TensorLoader(x_train[:320], y_train[:320], batch_size=32, train=True, seed=0, translate=2, fill=fill)
+    return train, TensorLoader(x_val, y_val, batch_size=128, train=False), len(y_val)
 
 
 def _lrs(cfg: TrainConfig, steps_per_epoch: int, global_batch: int = 256) -> list[float]:
@@ -62,7 +64,7 @@ def test_warmup_then_cosine_per_iteration():
 
 
 def test_no_warmup_starts_at_the_peak():
-    lrs = _lrs(TrainConfig(epochs=2, base_lr=0.1), steps_per_epoch=5)
+    lrs = _lrs(TrainConfig(epochs=2, base_lr=0.1, warmup_epochs=0), steps_per_epoch=5)
     assert lrs[0] == pytest.approx(0.1) and lrs[5] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.0)
 
 
@@ -108,7 +110,7 @@ def test_bn_and_bias_are_exempt_from_weight_decay():
 
 def _fresh(cfg: TrainConfig, steps: int):
     model = tiny_model()
-    opt = build_optimizer(model, cfg, 64)
+    opt = build_optimizer(model, cfg, 32)
     return model, opt, build_scheduler(opt, cfg, steps)
 
 
@@ -123,20 +125,20 @@ def test_an_epoch_is_reproducible_from_its_starting_state(digits):
     after_first = copy.deepcopy(model.state_dict())
     torch.rand(100)  # disturb the global RNG and run another epoch before resuming
     train_one_epoch(model, train, opt, sched, epoch=2, **kw)
-    resumed = _fresh(cfg, len(train))
-    for obj, state in zip(resumed, start):
+    model2, opt2, sched2 = _fresh(cfg, len(train))
+    for obj, state in zip((model2, opt2, sched2), start):
         obj.load_state_dict(state)
-    second = train_one_epoch(*resumed[:1], train, *resumed[1:], epoch=1, **kw)
+    second = train_one_epoch(model2, train, opt2, sched2, epoch=1, **kw)
     timing = ("images_per_s", "seconds")
     assert {k: v for k, v in second.items() if k not in timing} == {k: v for k, v in first.items() if k not in timing}
-    assert all(torch.equal(after_first[k], v) for k, v in resumed[0].state_dict().items())  # bit-identical
+    assert all(torch.equal(after_first[k], v) for k, v in model2.state_dict().items())  # bit-identical
 
 
 def test_train_and_evaluate_with_mixup_and_label_smoothing(digits):
-    train, val, info = digits
+    train, val, val_size = digits
     cfg = TrainConfig(epochs=2, base_lr=0.2, warmup_epochs=0.5, mixup_alpha=0.2, label_smoothing=0.1, grad_clip=5.0)
     model = tiny_model()
-    opt = build_optimizer(model, cfg, 64)
+    opt = build_optimizer(model, cfg, 32)
     sched = build_scheduler(opt, cfg, len(train))
     lines: list[str] = []
     for epoch in range(2):
@@ -145,8 +147,8 @@ def test_train_and_evaluate_with_mixup_and_label_smoothing(digits):
     assert any("train loss" in line for line in lines)
     model.train()
     scores = evaluate(model, val, device="cpu")
-    assert scores["total"] == info.val_size and 0 <= scores["correct"] <= info.val_size
-    assert scores["top1"] == pytest.approx(100 * scores["correct"] / info.val_size)
+    assert scores["total"] == val_size and 0 <= scores["correct"] <= val_size
+    assert scores["top1"] == pytest.approx(100 * scores["correct"] / val_size)
     assert model.training  # evaluate restores the mode it found
 
 
@@ -227,7 +229,8 @@ def test_train_recipes_are_valid_train_configs(path):
 def test_proxy_recipe_is_the_default_and_paper_recipes_match_the_paper():
     assert TrainConfig(**_load("train", "proxy")) == TrainConfig()
     paper = TrainConfig(**_load("train", "paper_120ep"))
-    common = {"base_lr": 0.1, "base_batch_size": 256, "momentum": 0.9, "weight_decay": 1e-4, "decay_bn_bias": False}
+    common = {"base_lr": 0.1, "base_batch_size": 256, "momentum": 0.9, "nesterov": False}
+    common |= {"weight_decay": 1e-4, "decay_bn_bias": False}
     assert dataclasses.asdict(paper) == {
         **dataclasses.asdict(TrainConfig()),
         **common,
