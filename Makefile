@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded defaults.
+# The main job on the embedded defaults: the paper's ablation sweep (11 variants, digits, local, wandb offline).
 demo: install
-	$(PY) -m repvgg_search.profile all_presets=true speed.batch_size=1 speed.warmup=1 speed.iters=3
+	$(PY) -m repvgg_search.sweep +sweep=ablation
 
 # Starts the services the tests need (a single-node SLURM cluster, PostgreSQL) where it can (root on Debian);
 # elsewhere the tests that need them skip with a reason. CI sets REPVGG_REQUIRE_ALL=1, turning skips into failures.

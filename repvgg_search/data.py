@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import math
 import os
 from collections.abc import Iterator
@@ -251,16 +252,34 @@ def random_translate(x: Tensor, max_shift: int, gen: torch.Generator, fill: floa
     return torch.stack([padded[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(offsets)])
 
 
-def digits_split(val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, val) indices into scikit-learn's digits: stratified by class, fixed by `split_seed`."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+@functools.lru_cache(maxsize=1)
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: 1797 images of 8x8 (values 0..16) and their labels.
 
-    target = load_digits().target
-    train_idx, val_idx = train_test_split(
-        np.arange(len(target)), test_size=val_fraction, stratify=target, random_state=split_seed
+    Read from the data file scikit-learn ships, without importing scikit-learn: its import alone costs a trial
+    about two seconds. The arrays equal `sklearn.datasets.load_digits()`'s (a test checks it).
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data.name=digits needs scikit-learn's bundled data file: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    data = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    return data[:, :-1].reshape(-1, 8, 8).astype(np.float64), data[:, -1]
+
+
+def digits_split(val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) indices into the digits: stratified by class (each class holds out
+    round(val_fraction x its count) images), fixed by `split_seed`."""
+    target = digits_arrays()[1]
+    rng = np.random.default_rng(split_seed)
+    val = np.concatenate(
+        [
+            rng.permutation(idx)[: round(len(idx) * val_fraction)]
+            for idx in (np.flatnonzero(target == c) for c in np.unique(target))
+        ]
     )
-    return np.sort(train_idx), np.sort(val_idx)
+    val = np.sort(val)
+    return np.setdiff1d(np.arange(len(target)), val), val
 
 
 @functools.lru_cache(maxsize=4)
@@ -270,13 +289,11 @@ def load_digits_split(image_size: int, val_fraction: float, split_seed: int) -> 
     Mean and std come from the training split; `background` is the normalized value of a blank pixel (what a
     translation fills in). The tensors are shared by every caller: do not modify them.
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    raw_images, raw_labels = digits_arrays()
     train_idx, val_idx = (torch.from_numpy(i) for i in digits_split(val_fraction, split_seed))
-    images = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)  # pixel values are 0..16
+    images = torch.from_numpy(raw_images).float().div_(16.0).unsqueeze(1)  # pixel values are 0..16
     images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    labels = torch.from_numpy(digits.target).long()
+    labels = torch.from_numpy(raw_labels).long()
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = ((images - mean) / std).expand(-1, 3, -1, -1).contiguous()  # the presets take RGB input
     return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], float((0.0 - mean) / std)

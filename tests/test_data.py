@@ -14,6 +14,7 @@ from repvgg_search.data import (
     DataError,
     TensorLoader,
     build_loaders,
+    digits_arrays,
     digits_split,
     load_digits_split,
     set_epoch,
@@ -30,10 +31,16 @@ def _same(a, b) -> bool:
     return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
 
 
-def test_digits_split_is_stratified_disjoint_and_fixed():
+def test_digits_are_scikit_learns():
     from sklearn.datasets import load_digits
 
-    target = load_digits().target
+    images, target = digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
+
+
+def test_digits_split_is_stratified_disjoint_and_fixed():
+    target = digits_arrays()[1]
     train, val = digits_split(0.2, 0)
     assert len(set(train) & set(val)) == 0 and len(train) + len(val) == len(target) == 1797
     for c in range(10):  # every class keeps its share in the held-out split
@@ -58,7 +65,7 @@ def test_build_loaders_digits_info_and_batches():
     cfg = DataConfig(batch_size=100)
     train, val, info = build_loaders(cfg, device="cpu", seed=0)
     assert (info.num_classes, info.in_channels, info.image_size) == (10, 3, 32)
-    assert info.train_size + info.val_size == 1797 and info.val_size == 360
+    assert info.train_size + info.val_size == 1797 and info.val_size == len(digits_split(0.2, 0)[1]) == 359
     assert len(train) == info.train_size // 100  # the incomplete last training batch is dropped
     assert len(val) == -(-info.val_size // 200)  # eval batch defaults to 2 x batch_size, nothing dropped
     x, y = next(iter(train))
