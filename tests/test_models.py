@@ -100,7 +100,8 @@ def test_reparameterization_is_exact(name, groups, variant):
 
 def _assert_deploy_structure(deploy: nn.Module, variant: str) -> None:
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deploy.modules()), "BN left in the deploy form"
-    convs = [m for m in deploy.modules() if isinstance(m, nn.Conv2d)]
+    # The body's convs (squeeze-excitation's own 1x1 convs, in SE presets such as d2se, are not part of it).
+    convs = [m for name, m in deploy.named_modules() if isinstance(m, nn.Conv2d) and ".se." not in f".{name}."]
     assert all(c.bias is not None for c in convs)
     if VARIANTS[variant].plain:  # one 3x3 conv per layer and nothing else
         assert all(c.kernel_size == (3, 3) for c in convs)
