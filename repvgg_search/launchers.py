@@ -131,7 +131,9 @@ def check_slurm(partition: str | None) -> list[str]:
     try:
         out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
-        raise LauncherError("launcher=slurm but the SLURM controller did not answer `sinfo` within 20 s") from None
+        raise LauncherError(
+            "launcher=slurm but the SLURM cluster is unreachable: the controller did not answer `sinfo` within 20 s"
+        ) from None
     if out.returncode != 0:
         raise LauncherError(f"launcher=slurm but the SLURM cluster is unreachable: {out.stderr.strip()}")
     partitions = sorted({p.strip() for p in out.stdout.split() if p.strip()})

@@ -174,3 +174,41 @@ def test_arch_config_is_frozen_and_hashable():
     with pytest.raises(AttributeError):
         arch.a = 2.0  # type: ignore[misc]
     assert set(PRESETS) == set(list_models())
+
+
+def _authors_a0_keys(deploy: bool) -> set[str]:
+    """The state-dict keys of the authors' RepVGG-A0 (their train-time and converted checkpoints), spelled out
+    from their layout: stage0 is a single block, stage1..4 are sequences, head `linear`; no SE."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    keys = {"linear.weight", "linear.bias"}
+    blocks = ["stage0"] + [f"stage{s}.{i}" for s, n in ((1, 2), (2, 4), (3, 14), (4, 1)) for i in range(n)]
+    for block in blocks:
+        if deploy:
+            keys |= {f"{block}.rbr_reparam.weight", f"{block}.rbr_reparam.bias"}
+            continue
+        for branch in ("rbr_dense", "rbr_1x1"):
+            keys |= {f"{block}.{branch}.conv.weight"} | {f"{block}.{branch}.bn.{k}" for k in bn}
+        first_of_stage = block == "stage0" or block.endswith(".0")
+        if not first_of_stage:  # stride 1, same width: the identity BN branch exists
+            keys |= {f"{block}.rbr_identity.{k}" for k in bn}
+    return keys
+
+
+def test_authors_key_names_load_strictly(tmp_path):
+    from repvgg_search.models import load_state_dict
+
+    train = create_model("a0")
+    assert set(train.state_dict()) == _authors_a0_keys(deploy=False)
+    deploy = reparameterize_model(train.eval())
+    assert set(deploy.state_dict()) == _authors_a0_keys(deploy=True)
+    # A DDP-saved train-time checkpoint (`module.` prefix, wrapped in `state_dict`) loads with strict matching.
+    saved = {f"module.{k}": v for k, v in randomize_bn_(create_model("a0")).state_dict().items()}
+    torch.save({"state_dict": saved}, tmp_path / "RepVGG-A0-train.pth")
+    fresh = load_state_dict(create_model("a0"), tmp_path / "RepVGG-A0-train.pth")
+    assert all(torch.equal(v, saved[f"module.{k}"]) for k, v in fresh.state_dict().items())
+    # A converted checkpoint loads into the deploy form built from the same preset.
+    torch.save(deploy.state_dict(), tmp_path / "RepVGG-A0-deploy.pth")
+    target = reparameterize_model(create_model("a0").eval())
+    load_state_dict(target, tmp_path / "RepVGG-A0-deploy.pth")
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.allclose(target(x), deploy(x))

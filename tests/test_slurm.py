@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -110,3 +111,19 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
     assert [r["epoch"] for r in records.read_jsonl(metrics)] == [0, 1, 2, 3]
     log = "".join(p.read_text() for p in (folder / "jobs").glob(f"{job_id}_*log.err"))
     assert "preempted" in log and "resuming after epoch" in log
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "match"),
+    [
+        (["launcher.partition=nope"], {}, "launcher.partition='nope' is unknown; partitions: debug"),
+        ([], {"SLURM_CONF": "/nonexistent/slurm.conf"}, "the SLURM cluster is unreachable"),
+    ],
+    ids=["unknown-partition", "unreachable"],
+)
+def test_bad_cluster_settings_are_refused_before_submission(tmp_path, overrides, env, match):
+    folder = tmp_path / "bad"
+    cmd = sweep_cmd(folder, "sweep.axes={variant.name:[full]}", *overrides)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
+    assert not (folder / "jobs.jsonl").exists()

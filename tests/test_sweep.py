@@ -159,7 +159,6 @@ def test_detached_local_sweep_finishes_in_the_background(tmp_path):
         (["+sweep=ablation", "sweep.axes={variant.name:[full,bogus]}"], "unknown variant 'bogus'"),
         (["+sweep=ablation", "++sweep.axes={nonsense.field:[1]}"], "'nonsense.field' is not a trial config field"),
         (["+sweep=ablation", "sweep.action=explode"], "sweep.action='explode' is unknown"),
-        (["+sweep=ablation", "launcher=slurm", "launcher.partition=nope"], "launcher"),
         (["+sweep=ablation", "train.epochs=0"], "train.epochs=0 must be an integer >= 1"),
     ],
 )
