@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import netrc
 import os
 import re
 import shutil
@@ -12,13 +11,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from repvgg_search.tracking import has_credentials
 
 from .schema import STATE_ALIASES
 
 OFFLINE_RUN_RE = re.compile(r"^offline-run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)$")
 # wandb 0.31's default server, and the W&B API it forwards to (`wandb login` may have stored either).
-DEFAULT_HOSTS = ["api.forge.coreweave.com", "api.wandb.ai"]
 
 
 class SourceError(ValueError):
@@ -85,20 +84,6 @@ def _read_one(run_dir: Path) -> tuple[dict | None, str]:
         return record_from_inspect(inspect_offline_run(run_dir), str(run_dir)), ""
     except (SourceError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
         return None, f"wandb offline run unreadable: {e}"
-
-
-def has_credentials() -> bool:
-    """Whether wandb credentials exist locally (API key variable, identity token file, or a netrc entry)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    base = os.environ.get("WANDB_BASE_URL")
-    hosts = [urlsplit(base).hostname or ""] if base else DEFAULT_HOSTS
-    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        entries = netrc.netrc(str(path))
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return any(entries.authenticators(h) is not None for h in hosts)
 
 
 def server_filters(group: str | None, tags: list[str] | None, state: str | None) -> dict[str, Any]:

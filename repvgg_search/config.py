@@ -48,13 +48,16 @@ def to_arch(model: ModelConfig | DictConfig, variant: VariantConfig | DictConfig
     """The validated `ArchConfig` a model/variant config pair describes (raises ArchError on bad values)."""
     overrides = {
         k: (tuple(v) if isinstance(v, list | tuple) or OmegaConf.is_list(v) else v)
-        for k, v in _plain(model).items()
+        for k, v in plain_dict(model).items()
         if k != "name" and v is not None
     }
-    return arch_config(_plain(model)["name"], variant=_plain(variant)["name"], num_classes=num_classes, **overrides)
+    return arch_config(
+        plain_dict(model)["name"], variant=plain_dict(variant)["name"], num_classes=num_classes, **overrides
+    )
 
 
-def _plain(node: Any) -> dict:
+def plain_dict(node: Any) -> dict:
+    """A config node (DictConfig, dataclass or mapping) as a plain dict."""
     if isinstance(node, DictConfig):
         return OmegaConf.to_container(node, resolve=True)
     if hasattr(node, "__dataclass_fields__"):

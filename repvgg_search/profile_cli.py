@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from .config import CONF_DIR, ProfileConfig, SpeedConfig, exit_on_bad_input, register_configs, to_arch
+from .config import CONF_DIR, ProfileConfig, SpeedConfig, exit_on_bad_input, plain_dict, register_configs, to_arch
 from .models import VARIANTS, ArchConfig, build_model, list_models, load_state_dict, reparameterize_model
 from .profile import DTYPES, MAC_CONVENTION, complexity, equivalence_error, resolve_device, throughput
 
@@ -89,7 +89,7 @@ def validate(cfg: ProfileConfig | DictConfig) -> dict[str, ArchConfig]:
             raise ValueError(f"speed.{key} must be >= 1, got {getattr(cfg.speed, key)}")
     resolve_device(cfg.device)
     names = list_models() if cfg.all_presets else [cfg.model.name]
-    return {name: to_arch({**_model_dict(cfg), "name": name}, cfg.variant, cfg.num_classes) for name in names}
+    return {name: to_arch({**plain_dict(cfg.model), "name": name}, cfg.variant, cfg.num_classes) for name in names}
 
 
 def run(cfg: ProfileConfig | DictConfig) -> list[dict[str, Any]]:
@@ -104,12 +104,6 @@ def run(cfg: ProfileConfig | DictConfig) -> list[dict[str, Any]]:
         console.width = 160  # batch logs: do not wrap the table at 80 columns
     console.print(_table(results, results[0]["train"]["speed"]))
     return results
-
-
-def _model_dict(cfg) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg.model, resolve=True) if isinstance(cfg.model, DictConfig) else vars(cfg.model)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="profile")

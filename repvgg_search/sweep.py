@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR, REPO_ROOT, TrialConfig, exit_on_bad_input, register_configs
-from .launchers import local_slots, make_executor, register_launchers, validate_launcher
+from .launchers import local_slots, make_executor, register_launchers, validate_launcher, visible_gpus
 from .sweep_folder import TERMINAL, PlannedTrial, SweepFolder
 from .trial import TrialRunner, settings_from_typed, typed_config
 
@@ -193,7 +193,7 @@ class Driver:
         else:
             self.cap = 1 if launcher.name == "debug" else 10**9  # SLURM throttles arrays itself
             self.gpus_per_trial = 0
-        self.free_gpus = list(range(_visible_gpus())) if self.gpus_per_trial else []
+        self.free_gpus = list(range(visible_gpus())) if self.gpus_per_trial else []
         self.gpu_of: dict[str, list[int]] = {}
 
     def to_run(self) -> list[str]:
@@ -280,12 +280,6 @@ class Driver:
         if status == "failed" and self.attempts.get(tid, 0) <= self.spec.retries:
             _log.warning("trial %s failed; resubmitting (attempt %d)", tid, self.attempts[tid] + 1)
             queue.append(tid)
-
-
-def _visible_gpus() -> int:
-    from .launchers import visible_gpus
-
-    return visible_gpus()
 
 
 def _job_state(job: Any) -> str:

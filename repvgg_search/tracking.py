@@ -7,6 +7,7 @@ import netrc
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config import TrackingConfig
 
@@ -29,16 +30,22 @@ def validate_tracking(cfg: TrackingConfig) -> None:
         )
 
 
+# Hosts whose netrc entry `wandb login` writes, when WANDB_BASE_URL does not name another.
+DEFAULT_HOSTS = ["api.forge.coreweave.com", "api.wandb.ai"]
+
+
 def has_credentials() -> bool:
-    """Whether wandb has an API key: WANDB_API_KEY, or an entry for its host in ~/.netrc (what `wandb login` writes)."""
-    if os.environ.get("WANDB_API_KEY"):
+    """Whether wandb credentials exist locally (API key variable, identity token file, or a netrc entry)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0].split(":")[0]
-    path = os.environ.get("NETRC", str(Path.home() / ".netrc"))
+    base = os.environ.get("WANDB_BASE_URL")
+    hosts = [urlsplit(base).hostname or ""] if base else DEFAULT_HOSTS
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return netrc.netrc(path).authenticators(host) is not None
+        entries = netrc.netrc(str(path))
     except (OSError, netrc.NetrcParseError):
         return False
+    return any(entries.authenticators(h) is not None for h in hosts)
 
 
 class Tracker:
