@@ -1,10 +1,10 @@
-# Set-up and the two entry commands of the README. Everything installs into .venv in the repository root.
+# Set-up and the entry commands of the README. Everything installs into .venv in the repository root.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services lint bench
+.PHONY: install demo test test-fast services lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,21 +14,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded defaults: the paper's ablation sweep (11 variants, digits, local, wandb offline).
+# The main job on the embedded defaults: the paper's ablation sweep (digits, local launcher, wandb offline).
 demo: install
 	$(PY) -m repvgg_search.sweep +sweep=ablation
 
-# Starts the services the tests need (a single-node SLURM cluster, PostgreSQL) where it can (root on Debian);
-# elsewhere the tests that need them skip with a reason. CI sets REPVGG_REQUIRE_ALL=1, turning skips into failures.
+# The whole suite. Tests that need a system service (SLURM, PostgreSQL, Chromium) skip with a reason unless
+# `make services` started it; CI runs `make services` first and sets REPVGG_REQUIRE_ALL=1 (a skip fails there).
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The quick tier: everything not marked slow (no training runs, no subprocess sweeps).
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+# Installs and starts system services as root on Debian (apt packages, a single-node SLURM cluster, PostgreSQL,
+# headless Chromium); elsewhere it says what it did not start.
 services:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/services_up.sh; \
-	else echo "not root on Debian: SLURM/PostgreSQL not started; tests that need them will skip"; fi
-
-test: install services
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	else echo "not root on Debian: SLURM/PostgreSQL/Chromium not started; tests that need them will skip"; fi
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# Every benchmark script, one after another (each prints its own ratios).
 bench: install
-	$(PY) benchmarks/deploy_speed.py
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -24,7 +24,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from repvgg_search.search import Budget, claim_slot, record, search_loop, worker_seed
+from repvgg_search.search.study import Budget, claim_slot, record, search_loop, worker_seed
 
 
 def durations(n: int, median: float, sigma: float, seed: int) -> list[float]:

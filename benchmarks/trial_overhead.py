@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "trial"
-        cmd = [sys.executable, "-m", "repvgg_search.train", f"train.epochs={args.epochs}", f"hydra.run.dir={out}"]
+        cmd = [sys.executable, "-m", "repvgg_search.train", f"train.epochs={args.epochs}", f"output_dir={out}"]
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
         wall = time.perf_counter() - t0

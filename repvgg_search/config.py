@@ -6,9 +6,8 @@ what differs. Modules never see a DictConfig: entry points call `to_arch(cfg)` a
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from .data import DataConfig
 from .engine import TrainConfig
-from .models import ArchConfig, arch_config
+from .models import ArchConfig, BlockSpec, arch_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
+# The config tree ships inside the package, so an installed wheel runs from any directory.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass
@@ -36,12 +35,21 @@ class ModelConfig:
     use_se: bool | None = None  # squeeze-excitation after each block's branch sum
 
 
-@dataclass
-class VariantConfig:
-    """The block variant (paper Tables 6 and 7); `conf/variant/<name>.yaml` selects one."""
+def _mutable_schema(spec: type, name: str, doc: str) -> type:
+    """A Hydra schema for a frozen dataclass: the same fields and defaults, tuples as lists."""
+    fields = []
+    for f in dataclasses.fields(spec):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, tuple):
+            fields.append((f.name, list[str], field(default_factory=lambda d=default: list(d))))
+        else:
+            fields.append((f.name, typing.get_type_hints(spec)[f.name], field(default=default)))
+    return dataclasses.make_dataclass(name, fields, namespace={"__doc__": doc})
 
-    name: str = "full"  # full no_identity no_1x1 no_branches identity_no_bn post_bn relu_in_branches
-    #                     diracnet trivial acb residual_reorg
+
+# The block variant: `variant=<name>` picks a file of conf/variant/, `variant.<field>=...` changes a field. Every
+# field, its meaning and its default (RepVGG's own block) is documented once, on BlockSpec.
+VariantConfig = _mutable_schema(BlockSpec, "VariantConfig", "The block design (fields: see models.BlockSpec).")
 
 
 def to_arch(model: ModelConfig | DictConfig, variant: VariantConfig | DictConfig, num_classes: int) -> ArchConfig:
@@ -51,9 +59,7 @@ def to_arch(model: ModelConfig | DictConfig, variant: VariantConfig | DictConfig
         for k, v in plain_dict(model).items()
         if k != "name" and v is not None
     }
-    return arch_config(
-        plain_dict(model)["name"], variant=plain_dict(variant)["name"], num_classes=num_classes, **overrides
-    )
+    return arch_config(plain_dict(model)["name"], variant=plain_dict(variant), num_classes=num_classes, **overrides)
 
 
 def plain_dict(node: Any) -> dict:
@@ -123,7 +129,7 @@ class TrialConfig:
     device: str = "auto"  # auto (cuda when visible, else cpu) | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads of this trial; null = torch's default (all cores)
     save_deploy: bool = True  # write the deploy form's weights (deploy.pt) into the trial folder
-    output_dir: str | None = None  # trial folder; null = the Hydra run folder (hydra.run.dir)
+    output_dir: str | None = None  # trial folder; null = outputs/trials/<preset>-<variant>-s<seed>-<trial id>
 
 
 def register_configs() -> None:
@@ -135,19 +141,9 @@ def register_configs() -> None:
     cs.store(name="trial_schema", node=TrialConfig)
 
 
-def exit_on_bad_input(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Turn a ValueError raised while validating or running into a one-line message and exit status 2."""
-
-    @functools.wraps(run)
-    def wrapper(cfg: Any) -> Any:
-        try:
-            return run(cfg)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapper
-
-
 # Every primary config under conf/ and the module whose `validate(cfg)` checks it (tests compose them all).
-ENTRY_POINTS = {"profile": "repvgg_search.profile_cli", "trial": "repvgg_search.trial", "launch": "repvgg_search.sweep"}
+ENTRY_POINTS = {
+    "profile": "repvgg_search.profile.cli",
+    "trial": "repvgg_search.trial",
+    "launch": "repvgg_search.sweep.cli",
+}

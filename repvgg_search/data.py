@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
+from .errors import BadInputError
+
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "synthetic")
 SYNTHETIC_DEFAULT_CLASSES = 10
 MIN_IMAGE_SIZE = 32  # five stride-2 stages: 32 px is the smallest input that still reaches the last stage at 1x1
@@ -27,7 +29,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-class DataError(ValueError):
+class DataError(BadInputError):
     """A data setting is invalid or the data is missing; the message names the Hydra key and the fix."""
 
 

@@ -18,13 +18,14 @@ from torch import Tensor, nn
 
 from .data import MIN_IMAGE_SIZE, DataConfig, DataError, derive_seed, set_epoch, validate_data
 from .distributed import all_reduce_sum, average_buffers, unwrap
+from .errors import BadInputError
 
 AMP_MODES = ("none", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _log = logging.getLogger(__name__)
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(BadInputError):
     """A training setting is invalid; the message names the Hydra key (`train.<field>`) and the allowed values."""
 
 

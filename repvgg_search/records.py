@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-SCHEMA_VERSION = 1
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
@@ -98,9 +97,18 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def lookup(record: Any, keys: tuple[str, ...]) -> Any:
+    """`record[k0][k1]...`, or None where a key is missing or a level is not a dict."""
+    for k in keys:
+        record = record.get(k) if isinstance(record, dict) else None
+    return record
+
+
 def git_commit(repo: Path | None = None) -> str | None:
     """The commit of the code that ran (with `+dirty` when the tree had changes), or None outside git."""
     repo = repo or Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():  # an installed package: no commit of ours to report
+        return None
     try:
         run = lambda *a: subprocess.run(  # noqa: E731
             ["git", *a], cwd=repo, capture_output=True, text=True, timeout=10, check=True

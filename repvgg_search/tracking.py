@@ -10,12 +10,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import TrackingConfig
+from .errors import BadInputError
 
 MODES = ("offline", "online", "disabled")
 _log = logging.getLogger(__name__)
 
 
-class TrackingError(ValueError):
+class TrackingError(BadInputError):
     """A tracking setting is invalid, or online tracking has no credentials."""
 
 

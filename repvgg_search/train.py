@@ -1,4 +1,4 @@
-"""`python -m repvgg_search.train`: one trial in the Hydra run folder (`hydra.run.dir=PATH` moves it)."""
+"""`python -m repvgg_search.train`: one trial in its folder (`output_dir=PATH` moves it)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,31 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .config import CONF_DIR, register_configs
+from .errors import EXIT_BAD_INPUT, BadInputError
 from .trial import EXIT_INTERRUPTED, TrialInterrupted, TrialSettings, claim_folder, run_trial, settings_from_config
 
 register_configs()
 _log = logging.getLogger("repvgg_search.train")
 
 
+def trial_folder(cfg: DictConfig, settings: TrialSettings) -> Path:
+    """`output_dir`, else a `hydra.run.dir` given on the command line, else a folder named after the trial.
+
+    The default name holds the trial id, so the same command (same config) always lands in the same folder and
+    resumes there: outputs/trials/<preset>-<variant>-s<seed>-<trial id>.
+    """
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    if any(o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra):
+        return Path(HydraConfig.get().runtime.output_dir)
+    name = f"{settings.preset}-{settings.arch.variant.label}-s{settings.seed}-{settings.trial_id}"
+    return Path("outputs") / "trials" / name
+
+
 def prepare(cfg: DictConfig) -> tuple[TrialSettings, Path]:
     """Validate the config and the output folder (raises ValueError on bad input, before any training)."""
     settings = settings_from_config(cfg)
-    trial_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+    trial_dir = trial_folder(cfg, settings)
     claim_folder(trial_dir, settings)
     return settings, trial_dir
 
@@ -42,10 +57,10 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: exit 2 on bad input (before any training), 3 when interrupted, 1 on failure."""
     try:
         settings, trial_dir = prepare(cfg)
-    except ValueError as exc:
+    except BadInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    _log.info("trial %s (%s/%s) in %s", settings.trial_id, settings.preset, settings.arch.variant, trial_dir)
+        sys.exit(EXIT_BAD_INPUT)
+    _log.info("trial %s (%s/%s) in %s", settings.trial_id, settings.preset, settings.arch.variant.label, trial_dir)
     try:
         result = run_trial(settings, trial_dir)
     except TrialInterrupted as exc:

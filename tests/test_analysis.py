@@ -27,13 +27,13 @@ from analysis_fixtures import (
     width_search_records,
 )
 
-from analysis.fronts import build_fronts, left_out_table, setup_warnings
-from analysis.load import SourceError, load_records
-from analysis.pareto import hypervolume, hypervolume_progress
-from analysis.report import ReportError, build_report
-from analysis.schema import example_record
-from analysis.tables import ablation_markdown, ablation_tables, metric_table
-from analysis.wandb_source import has_credentials
+from repvgg_search.analysis.fronts import build_fronts, left_out_table, setup_warnings
+from repvgg_search.analysis.load import SourceError, load_records
+from repvgg_search.analysis.pareto import hypervolume, hypervolume_progress
+from repvgg_search.analysis.report import ReportError, build_report
+from repvgg_search.analysis.schema import MAC_CONVENTION, example_record
+from repvgg_search.analysis.tables import ablation_markdown, ablation_tables, metric_table
+from repvgg_search.analysis.wandb_source import has_credentials
 
 CHROMIUM = Path("/usr/bin/chromium")
 UNVERIFIED_TOP1 = ("75.69", "73.97", "73.51", "73.58")  # the shared file's unverified recollections
@@ -62,7 +62,7 @@ def df(loaded) -> pd.DataFrame:
 def cli_report(sweeps: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("report")
     proc = subprocess.run(
-        [sys.executable, "-m", "analysis.report", str(sweeps["ablation"].parent), "-o", str(out)],
+        [sys.executable, "-m", "repvgg_search.analysis.report", str(sweeps["ablation"].parent), "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -202,7 +202,7 @@ def test_cli_end_to_end(cli_report: tuple[Path, str]) -> None:
     md = (out / "report.md").read_text()
     for heading in ("## Left out", "## Pareto fronts", "## Ablations", "## Width search", "Figure 1"):
         assert heading in md
-    assert "GMACs; fvcore MACs (1 multiply-add = 1)" in md and "reference point" in md
+    assert f"GMACs; {MAC_CONVENTION}" in md and "reference point" in md
     assert "2 measurement setups" in md
     html = (out / "report.html").read_text()
     for text in (md, html):
@@ -265,6 +265,12 @@ def test_unknown_state(tmp_path: Path) -> None:
     _write(tmp_path, [example_record("t1")])
     with pytest.raises(SourceError, match="unknown state 'done'; allowed: completed"):
         load_records(tmp_path, state="done")
+
+
+@pytest.mark.parametrize("state", ["cancelled", "pruned", "infeasible"])
+def test_every_record_status_is_a_filter(tmp_path: Path, state: str) -> None:
+    _write(tmp_path, [example_record("t1"), example_record("t2", status=state, top1=None)])
+    assert [r["trial_id"] for r in load_records(tmp_path, state=state).records] == ["t2"]
 
 
 def test_wandb_path_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -347,7 +353,7 @@ def test_duplicate_trial_prefers_completed_record(tmp_path: Path) -> None:
 
 def test_cli_reports_bad_source_without_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "analysis.report", str(tmp_path / "missing"), "-o", str(tmp_path / "out")],
+        [sys.executable, "-m", "repvgg_search.analysis.report", str(tmp_path / "missing"), "-o", str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=60,

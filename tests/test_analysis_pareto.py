@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.pareto import hypervolume, hypervolume_progress, pareto_front, pareto_mask, reference_point
+from repvgg_search.analysis.pareto import hypervolume, hypervolume_progress, pareto_front, pareto_mask, reference_point
 
 
 def brute_force_front(points: np.ndarray, maximize: tuple[bool, ...]) -> np.ndarray:

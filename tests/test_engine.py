@@ -6,13 +6,13 @@ import copy
 import dataclasses
 import itertools
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from torch import nn
 
+from repvgg_search.config import CONF_DIR as CONF
 from repvgg_search.data import DataConfig, DataError, TensorLoader, build_loaders, load_digits_split
 from repvgg_search.engine import (
     TrainConfig,
@@ -25,8 +25,6 @@ from repvgg_search.engine import (
     want_progress,
 )
 from repvgg_search.models import create_model
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def tiny_model(variant: str = "full") -> nn.Module:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.load import load_records
-from analysis.tables import ablation_tables, metric_table
+from repvgg_search.analysis.load import load_records
+from repvgg_search.analysis.tables import ablation_tables, metric_table
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["full", "no_branches", "relu_in_branches"]
@@ -36,7 +36,7 @@ def sweep_dir(tmp_path_factory) -> Path:
 
 def test_sweep_folder_report_has_the_trials_tables_and_fronts(sweep_dir: Path, tmp_path: Path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "analysis.report", str(sweep_dir), "-o", str(out)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "repvgg_search.analysis.report", str(sweep_dir), "-o", str(out)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (out / "report.md").read_text()

@@ -21,24 +21,15 @@ from support import require, slurm_up
 
 from repvgg_search import records
 from repvgg_search.config import CONF_DIR
-from repvgg_search.launchers import validate_launcher
-from repvgg_search.search import (
-    Budget,
-    HeartbeatJournalStorage,
-    SearchError,
-    _epoch_reporter,
-    claim_search_folder,
-    claim_slot,
-    plan_search,
-    prepare_study,
-    record,
-    search_action,
-    search_loop,
-    search_settings,
-    tally,
-    worker_loop,
-)
-from repvgg_search.sweep_folder import SweepFolder
+from repvgg_search.jobs.launchers import make_launcher
+from repvgg_search.search.collect import search_action
+from repvgg_search.search.driver import claim_search_folder
+from repvgg_search.search.plan import plan_search, prepare_study
+from repvgg_search.search.settings import SearchError, search_settings
+from repvgg_search.search.storage import HeartbeatJournalStorage
+from repvgg_search.search.study import Budget, claim_slot, record, search_loop, tally
+from repvgg_search.search.worker import epoch_reporter, worker_loop
+from repvgg_search.sweep.folder import SweepFolder
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny but real trials: one layer per stage, a quarter of a0's widths, one epoch, two timed batches.
@@ -56,7 +47,7 @@ def launch_cfg(*overrides: str):
 
 def make_plan(folder: Path, *overrides: str):
     cfg = launch_cfg(f"sweep.dir={folder}", *overrides)
-    return plan_search(cfg, SweepFolder(folder), validate_launcher(cfg.launcher))
+    return plan_search(cfg, SweepFolder(folder), make_launcher(cfg.launcher))
 
 
 def sweep_cmd(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -116,7 +107,7 @@ def test_budget_no_candidate_meets_is_refused_before_anything(tmp_path):
 
 def test_bad_sampler_options_are_refused(tmp_path):
     with pytest.raises(SearchError, match="sampler_options=.*do not fit sampler=nsgaii"):
-        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.sampler=nsgaii", "search.sampler_options={bogus:1}")
+        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.sampler=nsgaii", "++search.sampler_options={bogus:1}")
 
 
 @pytest.mark.parametrize(
@@ -202,7 +193,7 @@ def test_pruning_reporter_stops_a_poor_trial():
         for epoch in range(3):
             t.report(90.0, epoch)
         study.tell(t, 90.0)
-    on_epoch = _epoch_reporter(study.ask())
+    on_epoch = epoch_reporter(study.ask())
     with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
         on_epoch(0, {"val_top1": 10.0})
 

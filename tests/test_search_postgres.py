@@ -18,7 +18,9 @@ from support import require
 from test_search import make_plan
 
 from repvgg_search import records
-from repvgg_search.search import claim_search_folder, prepare_study, tally
+from repvgg_search.search.driver import claim_search_folder
+from repvgg_search.search.plan import prepare_study
+from repvgg_search.search.study import tally
 
 REPO = Path(__file__).resolve().parents[1]
 URL = os.environ.get("REPVGG_PG_URL", "postgresql+psycopg2://repvgg:repvgg@127.0.0.1:54329/repvgg_optuna")

@@ -62,7 +62,7 @@ def pending_reason(job_id: str) -> str:
 def test_ablation_sweep_as_a_job_array(tmp_path):
     folder = tmp_path / "array"
     proc = subprocess.run(
-        sweep_cmd(folder, "sweep.axes={variant.name:[full,no_1x1]}", "train.epochs=1"),
+        sweep_cmd(folder, "sweep.axes={variant:[full,no_1x1]}", "train.epochs=1"),
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -76,7 +76,7 @@ def test_ablation_sweep_as_a_job_array(tmp_path):
 
 def test_cancelled_job_is_recorded_as_cancelled(tmp_path):
     folder = tmp_path / "cancel"
-    driver = start(folder, "sweep.axes={variant.name:[full]}", "train.epochs=50")
+    driver = start(folder, "sweep.axes={variant:[full]}", "train.epochs=50")
     try:
         wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission")
         tid, job_id = first_job(folder)
@@ -93,7 +93,7 @@ def test_cancelled_job_is_recorded_as_cancelled(tmp_path):
 def test_preempted_trial_is_requeued_and_resumes(tmp_path):
     """SIGUSR2 (SLURM's preemption/timeout warning) -> submitit checkpoints the TrialRunner and requeues it."""
     folder = tmp_path / "requeue"
-    driver = start(folder, "sweep.axes={variant.name:[full]}", "train.epochs=4")
+    driver = start(folder, "sweep.axes={variant:[full]}", "train.epochs=4")
     try:
         wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission")
         tid, job_id = first_job(folder)
@@ -123,7 +123,7 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
 )
 def test_bad_cluster_settings_are_refused_before_submission(tmp_path, overrides, env, match):
     folder = tmp_path / "bad"
-    cmd = sweep_cmd(folder, "sweep.axes={variant.name:[full]}", *overrides)
+    cmd = sweep_cmd(folder, "sweep.axes={variant:[full]}", *overrides)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
     assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
     assert not (folder / "jobs.jsonl").exists()

@@ -15,9 +15,10 @@ import yaml
 from support import require, slurm_up
 
 from repvgg_search import records
+from repvgg_search.config import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+SWEEPS = sorted((CONF_DIR / "sweep").glob("*.yaml"))
 # Small but real trials: a0's layout at a quarter width, one epoch.
 SMALL = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "tracking.mode=disabled"]
 
@@ -72,6 +73,19 @@ def test_ablation_plan_covers_tables_6_and_7(tmp_path):
         "full", "no_identity", "no_1x1", "no_branches", "identity_no_bn", "post_bn", "relu_in_branches",
         "diracnet", "trivial", "acb", "residual_reorg",
     ])  # fmt: skip
+
+
+def test_axes_over_a_variant_option_and_its_fields(tmp_path):
+    """A block design's fields are axes like any other; a group axis takes option names (applied first)."""
+    out = sweep("+sweep=ablation", "++sweep.axes={variant.post_bn:[true,false],variant:[qarepvgg]}",
+                f"sweep.dir={tmp_path}", "sweep.dry_run=true")  # fmt: skip
+    configs = [yaml.safe_load((tmp_path / "trials" / t / "config.yaml").read_text())["variant"]
+               for t in json.loads((tmp_path / "sweep.json").read_text())["trial_ids"]]  # fmt: skip
+    assert sorted((c["name"], c["post_bn"], tuple(c["bn"])) for c in configs) == [
+        ("qarepvgg", False, ("3x3",)),
+        ("qarepvgg", True, ("3x3",)),
+    ]
+    assert "variant=qarepvgg, variant.post_bn=False" in out.stdout or "variant.post_bn=False" in out.stdout
 
 
 def test_dry_run_of_1000_trials_is_quick(tmp_path):
@@ -141,7 +155,7 @@ def test_other_definition_is_refused_and_nothing_is_lost(small_sweep: Path):
 @pytest.mark.slow
 def test_detached_local_sweep_finishes_in_the_background(tmp_path):
     folder = tmp_path / "d"
-    out = sweep("+sweep=ablation", "sweep.axes={variant.name:[no_branches]}", f"sweep.dir={folder}",
+    out = sweep("+sweep=ablation", "sweep.axes={variant:[no_branches]}", f"sweep.dir={folder}",
                 "sweep.detach=true", *SMALL)  # fmt: skip
     assert "detached" in out.stdout
     deadline = time.monotonic() + 300
@@ -156,7 +170,7 @@ def test_detached_local_sweep_finishes_in_the_background(tmp_path):
     ("overrides", "match"),
     [
         (["sweep.dry_run=true"], "no sweep selected: add +sweep=NAME; available: ablation"),
-        (["+sweep=ablation", "sweep.axes={variant.name:[full,bogus]}"], "unknown variant 'bogus'"),
+        (["+sweep=ablation", "sweep.axes={variant:[full,bogus]}"], "unknown variant 'bogus'"),
         (["+sweep=ablation", "++sweep.axes={nonsense.field:[1]}"], "'nonsense.field' is not a trial config field"),
         (["+sweep=ablation", "sweep.action=explode"], "sweep.action='explode' is unknown"),
         (["+sweep=ablation", "train.epochs=0"], "train.epochs=0 must be an integer >= 1"),

@@ -23,7 +23,7 @@ SMALL = ["model=a0", "model.a=0.25", "model.b=0.25", "train.epochs=2", "threads=
 
 
 def train_cmd(out: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "repvgg_search.train", *SMALL, *overrides, f"hydra.run.dir={out}"]
+    return [sys.executable, "-m", "repvgg_search.train", *SMALL, *overrides, f"output_dir={out}"]
 
 
 def run_train(out: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -104,7 +104,7 @@ def test_finished_trial_is_not_retrained(finished: Path):
 def test_folder_of_another_trial_is_refused(finished: Path):
     before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
     proc = run_train(finished, "seed=1")
-    assert proc.returncode == 2 and "holds trial" in proc.stderr and "hydra.run.dir" in proc.stderr
+    assert proc.returncode == 2 and "holds trial" in proc.stderr and "output_dir=" in proc.stderr
     assert {p: p.stat().st_mtime_ns for p in before} == before  # every earlier file is untouched
 
 
@@ -188,7 +188,7 @@ def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
     """torchrun with two CPU processes: DDP over gloo, rank 0 records, evaluation covers the whole split."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "repvgg_search.train",
-           *SMALL, "train.epochs=1", "tracking.mode=offline", f"hydra.run.dir={out}"]  # fmt: skip
+           *SMALL, "train.epochs=1", "tracking.mode=offline", f"output_dir={out}"]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from torch import nn
 
-from .arch import PRESETS, ArchConfig, ArchError, arch_config, default_grouped_layers, list_models
+from .arch import PRESETS, ArchConfig, arch_config, default_grouped_layers, list_models
 from .checkpoint import load_state_dict
-from .repvgg import NotReparameterizableError, RepVGG, build_model, reparameterize_model
-from .variants import VARIANTS, Variant, list_variants
+from .errors import ArchError, NotReparameterizableError
+from .repvgg import STAGE_BUILDERS, RepVGG, build_model, register_stage_block, reparameterize_model
+from .variants import VARIANTS, BlockSpec, list_variants, variant_spec
 
 __all__ = [
     "PRESETS",
+    "STAGE_BUILDERS",
     "VARIANTS",
     "ArchConfig",
     "ArchError",
+    "BlockSpec",
     "NotReparameterizableError",
     "RepVGG",
-    "Variant",
     "arch_config",
     "build_model",
     "create_model",
@@ -24,10 +26,15 @@ __all__ = [
     "list_models",
     "list_variants",
     "load_state_dict",
+    "register_stage_block",
     "reparameterize_model",
+    "variant_spec",
 ]
 
 
-def create_model(name: str, *, variant: str = "full", num_classes: int = 1000, **overrides) -> nn.Module:
-    """Build preset `name` in train form; `overrides` replace fields of the preset (see `ArchConfig`)."""
+def create_model(
+    name: str, *, variant: str | dict | BlockSpec = "full", num_classes: int = 1000, **overrides
+) -> nn.Module:
+    """Build preset `name` in train form; `variant` is a named variant, a block design's fields or a `BlockSpec`;
+    `overrides` replace fields of the preset (see `ArchConfig`)."""
     return build_model(arch_config(name, variant=variant, num_classes=num_classes, **overrides))

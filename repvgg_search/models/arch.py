@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .variants import VARIANTS
+from .errors import ArchError
+from .variants import NUM_STAGES, BlockSpec, variant_spec
 
-NUM_STAGES = 5
 DEPTHS_A = (1, 2, 4, 14, 1)
 DEPTHS_B = (1, 4, 6, 16, 1)
-
-
-class ArchError(ValueError):
-    """An architecture field holds a value outside what is allowed; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +22,7 @@ class ArchConfig:
     groups: groups of the grouped 3x3 (and matching 1x1) convs; 1 means no grouped layer.
     grouped_layers: 0-based layer indices (the stem is layer 0 and is never grouped) that use `groups`;
         None means the paper's rule: every even index from 2 on (the 3rd, 5th, ... layer).
-    variant: the block design (see `list_variants()`).
+    variant: the block design: a `BlockSpec`, or a named variant (see `list_variants()`), or its fields.
     num_classes: classifier outputs.
     use_se: squeeze-excitation after the branch sum (as in the authors' D2se), reduction 16.
     in_channels: input image channels.
@@ -37,14 +33,15 @@ class ArchConfig:
     b: float = 2.5
     groups: int = 1
     grouped_layers: tuple[int, ...] | None = None
-    variant: str = "full"
+    variant: BlockSpec = field(default_factory=BlockSpec)
     num_classes: int = 1000
     use_se: bool = False
     in_channels: int = 3
 
     def __post_init__(self) -> None:
-        # Accept lists (Hydra, JSON) but store tuples so the config stays hashable.
+        # Accept lists (Hydra, JSON) and a variant's name or fields, but store tuples and a BlockSpec: hashable.
         object.__setattr__(self, "depths", _as_int_tuple("depths", self.depths))
+        object.__setattr__(self, "variant", variant_spec(self.variant))
         if self.grouped_layers is not None:
             object.__setattr__(self, "grouped_layers", _as_int_tuple("grouped_layers", self.grouped_layers))
         validate(self)
@@ -54,6 +51,23 @@ class ArchConfig:
         """Output channels of the five stages."""
         a, b = self.a, self.b
         return (min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b))
+
+    @property
+    def reparameterizable(self) -> bool:
+        """Whether the variant fuses into a deploy form (see `reparameterize_model`)."""
+        return self.variant.reparameterizable
+
+    @property
+    def plain(self) -> bool:
+        """Whether the deploy form is a plain stack of 3x3 conv (with bias) + ReLU."""
+        return self.variant.plain
+
+    def identity(self) -> dict:
+        """What determines the network, as plain values (trial ids hash it): a named variant enters by its name,
+        any other block design by its structure."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "variant"}
+        out["variant"] = self.variant.name if self.variant.registered else self.variant.structure()
+        return out
 
     @property
     def num_layers(self) -> int:
@@ -109,8 +123,6 @@ def validate(cfg: ArchConfig) -> None:
             raise ArchError(f"width multiplier {name} must be a finite number > 0, got {value!r}")
     if any(w < 1 for w in cfg.widths):
         raise ArchError(f"width multipliers a={cfg.a}, b={cfg.b} give a stage with no channels: widths {cfg.widths}")
-    if cfg.variant not in VARIANTS:
-        raise ArchError(f"unknown variant {cfg.variant!r}; allowed: {', '.join(VARIANTS)}")
     if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
         raise ArchError(f"num_classes must be an integer >= 1, got {cfg.num_classes!r}")
     if not isinstance(cfg.in_channels, int) or cfg.in_channels < 1:
@@ -118,7 +130,7 @@ def validate(cfg: ArchConfig) -> None:
     if isinstance(cfg.groups, bool) or not isinstance(cfg.groups, int) or cfg.groups < 1:
         raise ArchError(f"groups must be an integer >= 1, got {cfg.groups!r}")
     _validate_grouping(cfg)
-    VARIANTS[cfg.variant].check_depths(cfg.depths)
+    cfg.variant.check_depths(cfg.depths)
 
 
 def _validate_grouping(cfg: ArchConfig) -> None:

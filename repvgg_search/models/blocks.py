@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import NotReparameterizableError
+from .variants import BlockSpec
+
 # Fusion runs in float64 and casts back, so a float32 deploy form is as close as float32 allows.
 _FUSE_DTYPE = torch.float64
 
@@ -132,43 +135,26 @@ def _bn_or_none(module: nn.Module) -> nn.BatchNorm2d | None:
 class RepBlock(nn.Module):
     """A multi-branch block: the sum of its branches, an optional BN after the sum, optional SE, then ReLU.
 
-    Which branches exist is set by the variant (see `variants.py`); the identity branch exists only when
-    in_channels == out_channels and stride == 1, as in the paper.
+    What it is made of is the `BlockSpec` it is built from (see `variants.py`); the identity branch exists only
+    when in_channels == out_channels and stride == 1, as in the paper.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, groups: int, variant: str, use_se: bool = False) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, groups: int, spec: BlockSpec, use_se: bool = False) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.stride, self.groups = cin, cout, stride, groups
-        self.variant = variant
-        has_id = cin == cout and stride == 1
-        branch_bn = variant != "post_bn"
-        if variant == "diracnet":
-            self.rbr_dense = nn.Sequential()
-            self.rbr_dense.add_module("conv", DiracConv2d(cin, cout, stride, groups))
-            self.rbr_dense.add_module("bn", nn.BatchNorm2d(cout))
-        elif variant == "trivial":
-            self.rbr_dense = nn.Sequential()
-            self.rbr_dense.add_module("conv", TrivialConv2d(cin, cout, stride, groups))
-            self.rbr_dense.add_module("bn", nn.BatchNorm2d(cout))
-        else:
-            self.rbr_dense = conv_bn(cin, cout, 3, stride, 1, groups, bn=branch_bn)
-        if variant in ("full", "no_identity", "identity_no_bn", "post_bn", "relu_in_branches"):
-            self.rbr_1x1 = conv_bn(cin, cout, 1, stride, 0, groups, bn=branch_bn)
-        if variant == "acb":
-            self.rbr_1x3 = conv_bn(cin, cout, (1, 3), stride, (0, 1), groups)
-            self.rbr_3x1 = conv_bn(cin, cout, (3, 1), stride, (1, 0), groups)
-        if has_id and variant in ("full", "no_1x1", "relu_in_branches"):
-            self.rbr_identity = nn.BatchNorm2d(cin)
-        elif has_id and variant in ("identity_no_bn", "post_bn"):
-            self.rbr_identity = nn.Identity()
-        if variant == "post_bn":
+        self.spec = spec
+        for branch in spec.branches:
+            module = _branch(branch, cin, cout, stride, groups, spec)
+            if module is not None:
+                self.add_module(_BRANCH_NAMES[branch], module)
+        if spec.post_bn:
             self.bn = nn.BatchNorm2d(cout)
         self.se = SEBlock(cout) if use_se else nn.Identity()
-        self.branch_relu = variant == "relu_in_branches"
+        self.branch_relu = spec.relu_in_branches
 
     def branches(self) -> list[nn.Module]:
-        names = ("rbr_dense", "rbr_1x1", "rbr_1x3", "rbr_3x1", "rbr_identity")
-        return [getattr(self, n) for n in names if hasattr(self, n)]
+        """The branches in summing order: the 3x3 first (the fused kernel starts from it), the identity last."""
+        return [getattr(self, n) for n in _BRANCH_NAMES.values() if hasattr(self, n)]
 
     def forward(self, x: Tensor) -> Tensor:
         out = None
@@ -189,7 +175,7 @@ class RepBlock(nn.Module):
     def fused_kernel_bias(self) -> tuple[Tensor, Tensor]:
         """The 3x3 kernel and bias of the single conv equivalent to this block's branches (eval-mode BN)."""
         if not self.reparameterizable:
-            raise ValueError(f"variant {self.variant!r} has a ReLU inside its branches and cannot be fused")
+            raise NotReparameterizableError(f"variant {self.spec.label!r}: {self.spec.why_not_reparameterizable}")
         ipg = self.in_channels // self.groups
         kernel = bias = None
         for branch in self.branches():  # rbr_dense comes first, so the kernel exists before the identity
@@ -201,11 +187,34 @@ class RepBlock(nn.Module):
     def reparameterize(self) -> DeployBlock:
         """A new deploy block (3x3 conv with bias, SE if any, ReLU) computing what this block computes in eval."""
         kernel, bias = self.fused_kernel_bias()
-        like = self.rbr_dense.conv.weight
+        like = self.branches()[0].conv.weight
         # On the meta device: the fused kernel replaces the weights, so allocating and initialising them is waste.
         block = DeployBlock(self.in_channels, self.out_channels, self.stride, self.groups, _copy(self.se), "meta")
         _set_weights(block.rbr_reparam, kernel, bias, like.dtype)
         return block
+
+
+# Branch kind -> submodule name (the authors' names where they shipped the branch), in summing order.
+_BRANCH_NAMES = {"3x3": "rbr_dense", "1x1": "rbr_1x1", "1x3": "rbr_1x3", "3x1": "rbr_3x1", "identity": "rbr_identity"}
+_CONV_SHAPES = {"1x1": (1, 0), "1x3": ((1, 3), (0, 1)), "3x1": ((3, 1), (1, 0))}  # kernel, padding
+
+
+def _branch(kind: str, cin: int, cout: int, stride: int, groups: int, spec: BlockSpec) -> nn.Module | None:
+    """One branch of a RepBlock: a conv with or without its BN, or the identity (None where shapes differ)."""
+    bn = kind in spec.bn
+    if kind == "identity":
+        if cin != cout or stride != 1:
+            return None
+        return nn.BatchNorm2d(cin) if bn else nn.Identity()
+    if kind == "3x3" and spec.kernel != "plain":
+        seq = nn.Sequential()
+        conv = DiracConv2d if spec.kernel == "dirac" else TrivialConv2d
+        seq.add_module("conv", conv(cin, cout, stride, groups))
+        if bn:
+            seq.add_module("bn", nn.BatchNorm2d(cout))
+        return seq
+    kernel, padding = _CONV_SHAPES.get(kind, (3, 1))
+    return conv_bn(cin, cout, kernel, stride, padding, groups, bn=bn)
 
 
 class DeployBlock(nn.Module):

@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
 from .arch import ArchConfig
 from .blocks import RepBlock, ResidualBlock
-from .variants import VARIANTS
+from .errors import NotReparameterizableError
+
+# Stage block kind (variant.layout) -> builder of one stage: (arch, its layers, their groups) -> blocks.
+StageBuilder = Callable[[ArchConfig, list[tuple[int, int, int]], list[int]], list[nn.Module]]
+STAGE_BUILDERS: dict[str, StageBuilder] = {}
 
 
-class NotReparameterizableError(ValueError):
-    """The model's variant has no deploy form (e.g. `relu_in_branches`)."""
+def register_stage_block(kind: str) -> Callable[[StageBuilder], StageBuilder]:
+    """Register the builder of a stage block kind (a value of `variant.layout`)."""
+
+    def add(builder: StageBuilder) -> StageBuilder:
+        STAGE_BUILDERS[kind] = builder
+        return builder
+
+    return add
+
+
+@register_stage_block("rep")
+def _rep_stage(arch: ArchConfig, layers: list[tuple[int, int, int]], groups: list[int]) -> list[nn.Module]:
+    """One multi-branch block per layer, built from the variant's record."""
+    return [RepBlock(cin, cout, stride, g, arch.variant, arch.use_se) for (cin, cout, stride), g in zip(layers, groups)]
+
+
+@register_stage_block("residual")
+def _residual_stage(arch: ArchConfig, layers: list[tuple[int, int, int]], groups: list[int]) -> list[nn.Module]:
+    """2-layer residual blocks (the stage's depth is even: `BlockSpec.check_depths`)."""
+    return [ResidualBlock(*layers[i], (groups[i], groups[i + 1]), arch.use_se) for i in range(0, len(layers) - 1, 2)]
 
 
 class RepVGG(nn.Module):
@@ -43,23 +66,10 @@ class RepVGG(nn.Module):
 
 def _build_blocks(arch: ArchConfig) -> list[list[nn.Module]]:
     layers, groups = arch.layer_channels(), arch.layer_groups()
-    stages: list[list[nn.Module]] = []
-    i = 0
-    for s, depth in enumerate(arch.depths):
-        stage: list[nn.Module] = []
-        if arch.variant == "residual_reorg" and s in (1, 2, 3):
-            for _ in range(depth // 2):
-                cin, cout, stride = layers[i]
-                stage.append(ResidualBlock(cin, cout, stride, (groups[i], groups[i + 1]), arch.use_se))
-                i += 2
-        else:
-            # residual_reorg keeps single plain conv-BN-ReLU layers in stages 0 and 4.
-            variant = "no_branches" if arch.variant == "residual_reorg" else arch.variant
-            for _ in range(depth):
-                cin, cout, stride = layers[i]
-                stage.append(RepBlock(cin, cout, stride, groups[i], variant, arch.use_se))
-                i += 1
-        stages.append(stage)
+    stages, i = [], 0
+    for depth, kind in zip(arch.depths, arch.variant.layout):
+        stages.append(STAGE_BUILDERS[kind](arch, layers[i : i + depth], groups[i : i + depth]))
+        i += depth
     return stages
 
 
@@ -75,9 +85,14 @@ def reparameterize_model(model: nn.Module) -> nn.Module:
     Raises `NotReparameterizableError` for variants with no deploy form.
     """
     arch = getattr(model, "arch", None)
-    if arch is not None and not VARIANTS[arch.variant].reparameterizable:
+    if not isinstance(arch, ArchConfig):
         raise NotReparameterizableError(
-            f"variant {arch.variant!r} cannot be re-parameterized: {VARIANTS[arch.variant].definition}; "
+            f"reparameterize_model takes a model built by this package (create_model / build_model), got "
+            f"{type(model).__name__}"
+        )
+    if not arch.reparameterizable:
+        raise NotReparameterizableError(
+            f"variant {arch.variant.label!r} cannot be re-parameterized: {arch.variant.why_not_reparameterizable}; "
             f"measure it in train form"
         )
     if getattr(model, "deploy", False):

@@ -1,0 +1,180 @@
+"""Load trial records from a sweep folder, wandb offline runs or a wandb project; merge, check, filter."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+from .schema import SCHEMA_VERSION, normalize_state
+from .wandb_source import SourceError, offline_run_id, read_offline_runs, read_project
+
+__all__ = ["LoadResult", "SourceError", "load_records"]
+
+# Lower rank wins when one trial id arrives from several places: the local record is the original.
+_ORIGIN_RANK = {"result.json": 0, "wandb offline": 1, "wandb online": 2}
+SOURCE_HELP = "a sweep folder, a trial folder, a folder of wandb offline runs, or wandb:ENTITY/PROJECT"
+
+
+@dataclass
+class LoadResult:
+    """Records that passed the checks, what was left out and why, and where they came from."""
+
+    records: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]
+    sources: list[str]
+    notes: list[str] = field(default_factory=list)
+    sweeps: list[dict[str, Any]] = field(default_factory=list)
+    filters: dict[str, Any] = field(default_factory=dict)
+    filtered_out: int = 0
+
+
+def load_records(
+    source: str | Path, *, group: str | None = None, tags: list[str] | None = None, state: str | None = None
+) -> LoadResult:
+    """All usable trial records of `source`, one per trial id; raise SourceError when nothing can be read."""
+    try:
+        status = normalize_state(state) if state else None
+    except BadInputError as e:
+        raise SourceError(str(e)) from None
+    text = str(source)
+    if text.startswith("wandb:"):
+        raw = read_project(text[len("wandb:") :], group=group, tags=tags, state=status)
+        result = LoadResult(records=raw, skipped=[], sources=[text])
+        if not raw:
+            raise SourceError(f"{text}: no runs matched (filters: {_filter_text(group, tags, status)})")
+    else:
+        result = _load_local(Path(text))
+    result.records, schema_skips = _check_schema(result.records)
+    result.skipped.extend(schema_skips)
+    result.records, dup_notes = _dedupe(result.records)
+    result.notes.extend(dup_notes)
+    result.filters = {k: v for k, v in {"group": group, "tags": tags, "state": status}.items() if v}
+    kept = [r for r in result.records if _matches(r, group, tags, status)]
+    result.filtered_out = len(result.records) - len(kept)
+    result.records = kept
+    return result
+
+
+def _filter_text(group: str | None, tags: list[str] | None, state: str | None) -> str:
+    parts = [
+        f"group={group}" if group else "",
+        f"tags={','.join(tags)}" if tags else "",
+        f"state={state}" if state else "",
+    ]
+    return " ".join(p for p in parts if p) or "none"
+
+
+def _load_local(root: Path) -> LoadResult:
+    if not root.exists():
+        raise SourceError(f"source not found: {root} (expected {SOURCE_HELP})")
+    results, run_dirs, sweep_files = _discover(root)
+    if not results and not run_dirs:
+        raise SourceError(f"no result.json files or wandb offline runs under {root} (expected {SOURCE_HELP})")
+    records, skipped = _read_results(results)
+    local_ids = {r.get("trial_id") for r in records}
+    to_read, notes = _select_offline_runs(run_dirs, local_ids)
+    wb_records, wb_skipped = read_offline_runs(to_read)
+    sweeps = [s for s in (_read_json(p)[0] for p in sweep_files) if isinstance(s, dict)]
+    notes += [
+        f"sweep {s.get('name')!r} has sweep.json schema_version {s.get('schema_version')}; this analysis reads "
+        f"{SCHEMA_VERSION} (its trials are checked one by one)"
+        for s in sweeps
+        if s.get("schema_version") != SCHEMA_VERSION
+    ]
+    return LoadResult(records + wb_records, skipped + wb_skipped, [str(root)], notes, sweeps)
+
+
+def _discover(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    if root.is_file():
+        return ([root], [], []) if root.suffix == ".json" else ([], [], [])
+    if offline_run_id(root):
+        return [], [root], []
+    results = sorted(p for p in root.rglob("result.json") if "wandb" not in p.parts[len(root.parts) :])
+    runs = sorted(p for p in root.rglob("offline-run-*") if p.is_dir() and offline_run_id(p))
+    return results, runs, sorted(root.rglob("sweep.json"))
+
+
+def _read_json(path: Path) -> tuple[Any, str]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), ""
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"unreadable JSON: {e}"
+
+
+def _read_results(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
+    records, skipped = [], []
+    for p in paths:
+        rec, why = _read_json(p)
+        if not isinstance(rec, dict):
+            skipped.append((str(p), why or "not a JSON object"))
+            continue
+        rec["_origin"] = {"kind": "result.json", "where": str(p)}
+        records.append(rec)
+    return records, skipped
+
+
+def _select_offline_runs(run_dirs: list[Path], local_ids: set) -> tuple[list[Path], list[str]]:
+    """Offline runs worth reading: the newest folder per run id, only for trials without a local record."""
+    newest: dict[str, Path] = {}
+    for d in run_dirs:  # sorted by name, and names start with the run's start time
+        newest[offline_run_id(d)] = d
+    covered = sorted(i for i in newest if i in local_ids)
+    notes = []
+    if covered:
+        notes.append(
+            f"{len(covered)} wandb offline run(s) not read: their trials have a local result.json, "
+            "which is preferred (the wandb run mirrors it)"
+        )
+    if len(run_dirs) > len(newest):
+        notes.append(f"{len(run_dirs) - len(newest)} older offline run folder(s) of resumed trials ignored")
+    return [d for i, d in newest.items() if i not in local_ids], notes
+
+
+def _check_schema(records: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    ok, skipped = [], []
+    for r in records:
+        where = r.get("_origin", {}).get("where", "?")
+        version = r.get("schema_version")
+        if version is None:
+            state = r.get("_origin", {}).get("wandb_state")
+            suffix = f" (wandb run state: {state})" if state else ""
+            skipped.append((where, "no schema_version: not a repvgg-search trial record" + suffix))
+        elif version != SCHEMA_VERSION:
+            skipped.append(
+                (where, f"schema_version {version}: this analysis reads schema_version {SCHEMA_VERSION} only")
+            )
+        elif not r.get("trial_id"):
+            skipped.append((where, "no trial_id"))
+        else:
+            ok.append(r)
+    return ok, skipped
+
+
+def _dedupe(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """One record per trial id: local before wandb, completed before anything else, then first found."""
+    by_id: dict[str, list[dict]] = {}
+    for r in records:
+        by_id.setdefault(r["trial_id"], []).append(r)
+    kept, dropped = [], Counter()
+    for copies in by_id.values():
+        copies.sort(key=lambda r: (_ORIGIN_RANK.get(r["_origin"]["kind"], 9), r.get("status") != "completed"))
+        kept.append(copies[0])
+        for c in copies[1:]:
+            dropped[(c["_origin"]["kind"], copies[0]["_origin"]["kind"])] += 1
+    notes = [
+        f"{n} duplicate record(s) from {lost} dropped in favour of the copy from {won}"
+        for (lost, won), n in sorted(dropped.items())
+    ]
+    return kept, notes
+
+
+def _matches(r: dict, group: str | None, tags: list[str] | None, status: str | None) -> bool:
+    if group and r.get("group") != group:
+        return False
+    if tags and not set(tags) <= set(r.get("tags") or []):
+        return False
+    return not (status and r.get("status") != status)

@@ -1,0 +1,5 @@
+"""`python -m repvgg_search.profile`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""`python -m repvgg_search.profile`: a table of train form vs deploy form (params, MACs, speed, equivalence)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from ..config import CONF_DIR, ProfileConfig, SpeedConfig, plain_dict, register_configs, to_arch
+from ..errors import BadInputError, exit_on_bad_input
+from ..models import ArchConfig, build_model, list_models, load_state_dict, reparameterize_model
+from ..schema import MAC_CONVENTION
+from .complexity import complexity
+from .speed import DTYPES, equivalence_error, resolve_device, throughput
+
+register_configs()
+
+
+def profile_arch(
+    arch: ArchConfig, speed: SpeedConfig, device: torch.device, checkpoint: str | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Complexity at 224x224, speed at `speed`, and equivalence error of one architecture's two forms."""
+    torch.manual_seed(seed)
+    train_model = build_model(arch).eval()
+    if checkpoint:
+        load_state_dict(train_model, checkpoint)
+    forms = {"train": train_model}
+    out: dict[str, Any] = {"arch": arch}
+    if arch.reparameterizable:
+        forms["deploy"] = reparameterize_model(train_model)
+        x = torch.randn(2, 3, speed.input_size, speed.input_size, generator=torch.Generator().manual_seed(seed))
+        out["conversion"] = equivalence_error(train_model, forms["deploy"], x)
+    size = (3, speed.input_size, speed.input_size)
+    for name, model in forms.items():
+        out[name] = {
+            "complexity": complexity(model, (3, 224, 224)),
+            "speed": throughput(
+                model,
+                batch_size=speed.batch_size,
+                input_size=size,
+                device=device,
+                dtype=speed.dtype,
+                warmup=speed.warmup,
+                iters=speed.iters,
+                channels_last=speed.channels_last,
+            ),
+        }
+    return out
+
+
+def _table(results: list[dict[str, Any]], speed: dict[str, Any]) -> Table:
+    title = (
+        f"train vs deploy form; MACs: {MAC_CONVENTION}, at 3x224x224; speed: batch {speed['batch_size']}, "
+        f"{'x'.join(map(str, speed['input_size']))}, {speed['dtype']}, {speed['device_name']} "
+        f"({speed['device']}, {speed['threads']} threads)"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in ("preset", "variant", "form", "params (M)", "GMACs", "images/s", "latency ms (median)", "rel. error"):
+        table.add_column(col, justify="right" if col not in ("preset", "variant", "form") else "left")
+    for r in results:
+        arch = r["arch"]
+        for form in ("train", "deploy"):
+            if form not in r:
+                table.add_row("", "", "deploy", "-", "-", "-", "-", "not re-parameterizable")
+                continue
+            c, s = r[form]["complexity"], r[form]["speed"]
+            err = f"{r['conversion']['max_rel_error']:.1e}" if form == "deploy" else ""
+            first = form == "train"
+            table.add_row(
+                r.get("preset", "custom") if first else "",
+                arch.variant.label if first else "",
+                form,
+                f"{c['params'] / 1e6:.2f}",
+                f"{c['macs'] / 1e9:.2f}",
+                f"{s['images_per_s']:.1f}",
+                f"{s['latency_ms']:.1f}",
+                err,
+            )
+    return table
+
+
+def validate(cfg: ProfileConfig | DictConfig) -> dict[str, ArchConfig]:
+    """Check the whole profile config; returns the architectures to profile, by preset name."""
+    if cfg.speed.dtype not in DTYPES:
+        raise BadInputError(f"speed.dtype={cfg.speed.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    for key in ("batch_size", "input_size", "iters"):
+        if getattr(cfg.speed, key) < 1:
+            raise BadInputError(f"speed.{key} must be >= 1, got {getattr(cfg.speed, key)}")
+    resolve_device(cfg.device)
+    names = list_models() if cfg.all_presets else [cfg.model.name]
+    return {name: to_arch({**plain_dict(cfg.model), "name": name}, cfg.variant, cfg.num_classes) for name in names}
+
+
+def run(cfg: ProfileConfig | DictConfig) -> list[dict[str, Any]]:
+    """Profile the configured architecture (or every preset); returns one result per architecture."""
+    archs = validate(cfg)  # everything is checked before the first (slow) measurement
+    device = resolve_device(cfg.device)
+    results = []
+    for name, arch in archs.items():
+        results.append({"preset": name, **profile_arch(arch, cfg.speed, device, cfg.checkpoint, cfg.seed)})
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160  # batch logs: do not wrap the table at 80 columns
+    console.print(_table(results, results[0]["train"]["speed"]))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="profile")
+@exit_on_bad_input
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: exit 2 on bad input, before any measurement."""
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""`python -m repvgg_search.search SWEEP_DIR`: one more worker on an existing search."""
+
+import sys
+
+from .join import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""Collecting a search: results.csv, summary.md, pareto.csv; status and cancel from the records."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+
+from .. import records
+from ..analysis.pareto import pareto_mask
+from ..analysis.tables import to_markdown
+from ..jobs.launchers import cancel_recorded
+from ..sweep.collect import write_results
+from ..sweep.folder import SWEEP_JSON, PlannedTrial, SweepFolder
+from .plan import SEARCH_JSON, WORKERS_JSONL
+from .settings import OBJECTIVES
+
+
+def set_trial_ids(folder: SweepFolder, trial_ids: list[str]) -> None:
+    """The search's candidates so far become the sweep's trial list (status, collect and reports read it)."""
+    definition = folder.read_definition() or {}
+    definition["trial_ids"] = trial_ids  # the definition hash stays: it identifies the search, not its trials
+    records.write_json(folder.root / SWEEP_JSON, definition)
+
+
+def searched_trials(folder: SweepFolder) -> list[tuple[str, dict[str, Any]]]:
+    """(trial_id, result) of every candidate that has a record, in the order the study numbered them."""
+    out = []
+    for d in sorted(p for p in folder.trials_dir.iterdir() if p.is_dir()) if folder.trials_dir.exists() else []:
+        result = records.read_json(d / records.RESULT)
+        if result is not None:
+            out.append((d.name, result))
+    return sorted(
+        out,
+        key=lambda r: (
+            records.lookup(r[1], ("search", "number")) is None,
+            records.lookup(r[1], ("search", "number")) or 0,
+        ),
+    )
+
+
+def pareto_table(folder: SweepFolder, objectives: list[str]) -> pd.DataFrame:
+    """The trained, feasible trials no other one beats on every objective, best first on the first objective."""
+    rows = []
+    for tid, r in searched_trials(folder):
+        search = r.get("search") or {}
+        if r.get("status") == "completed" and search.get("kind") == "trained" and search.get("feasible"):
+            rows.append(_pareto_row(tid, r, search, objectives))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    maximize = [OBJECTIVES[o][0] == "maximize" for o in objectives]
+    df = df[pareto_mask(df[objectives].to_numpy(dtype=float), maximize)]
+    return df.sort_values(objectives[0], ascending=not maximize[0]).reset_index(drop=True)
+
+
+def _pareto_row(tid: str, r: dict[str, Any], search: dict[str, Any], objectives: list[str]) -> dict[str, Any]:
+    arch = r.get("arch") or {}
+    row = {
+        "number": search.get("number"),
+        "trial_id": tid,
+        "a": arch.get("a"),
+        "b": arch.get("b"),
+        "depths": "-".join(map(str, arch.get("depths") or [])),
+        "groups": arch.get("groups"),
+        "top1": records.lookup(r, ("metrics", "top1")),
+        "deploy_gmacs": records.lookup(r, ("complexity", "deploy", "macs")) / 1e9,
+        "deploy_mparams": records.lookup(r, ("complexity", "deploy", "params")) / 1e6,
+        "images_per_s": records.lookup(r, ("speed", "images_per_s")),
+        "latency_ms": records.lookup(r, ("speed", "latency_ms")),
+    }
+    row.update(dict(zip(objectives, search.get("values") or [])))
+    return row
+
+
+def collect_search(folder: SweepFolder) -> dict[str, Any]:
+    """results.csv and summary.md (every candidate with a record), pareto.csv; prints the Pareto set."""
+    plan = records.read_json(folder.root / SEARCH_JSON) or {}
+    objectives = (plan.get("settings") or {}).get("objectives") or ["top1", "images_per_s"]
+    trials = searched_trials(folder)
+    set_trial_ids(folder, [tid for tid, _ in trials])
+    folder.materialize(
+        [PlannedTrial(tid, r.get("config") or {}, records.lookup(r, ("search", "params")) or {}) for tid, r in trials]
+    )
+    summary = write_results(folder) if trials else {"folder": str(folder.root), "trials": 0}
+    front = pareto_table(folder, objectives)
+    front.to_csv(folder.root / "pareto.csv", index=False)
+    print(f"Pareto set ({', '.join(f'{OBJECTIVES[o][0]} {o}' for o in objectives)}; feasible trained trials):")
+    print(to_markdown(front, {"deploy_gmacs": 3, "deploy_mparams": 2, "a": 3, "b": 3}) if len(front) else "_(none)_")
+    kinds = Counter(records.lookup(r, ("search", "kind")) for _, r in trials)
+    return {
+        **summary,
+        "pareto": len(front),
+        "trained": kinds["trained"] + kinds["pruned"],
+        "infeasible": kinds["infeasible"],
+        "pareto_csv": str(folder.root / "pareto.csv"),
+    }
+
+
+def search_action(folder: SweepFolder, action: str) -> dict[str, Any]:
+    """sweep.action=status | collect | cancel on a search folder (from its records; no storage access needed)."""
+    if action == "collect":
+        return collect_search(folder)
+    if action == "cancel":
+        return _cancel(folder)
+    kinds = Counter(records.lookup(r, ("search", "kind")) or r.get("status") for _, r in searched_trials(folder))
+    driver = folder.live_driver()
+    print(
+        f"search {folder.root}: "
+        + "  ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+        + (f"  (driver pid {driver})" if driver else "")
+    )
+    return {"folder": str(folder.root), **kinds}
+
+
+def _cancel(folder: SweepFolder) -> dict[str, Any]:
+    driver = folder.live_driver()
+    if driver is not None:
+        os.kill(driver, signal.SIGTERM)  # its handler cancels the local worker jobs
+    last = {row["worker"]: row for row in records.read_jsonl(folder.root / WORKERS_JSONL)}
+    for row in last.values():
+        cancel_recorded(row["launcher"], folder.jobs_dir, row["job_id"])
+    print(f"cancelled the workers of {folder.root}")
+    return {"folder": str(folder.root), "cancelled": len(last)}

@@ -1,0 +1,193 @@
+"""The study: samplers, pruners, opening it, counting its trials, slots, heartbeats, the ask/tell loop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
+
+from .settings import SearchError, SearchSettings, grid_space
+from .storage import quiet
+
+_log = logging.getLogger(__name__)
+KIND = "kind"  # trial user attribute: trained | pruned | infeasible | duplicate | surplus | failed | interrupted
+TRAINED_KINDS = ("trained", "pruned")
+SKIPPED_KINDS = ("infeasible", "duplicate")
+RELEASED_KINDS = ("infeasible", "duplicate", "surplus", "failed", "interrupted")  # end without using a slot
+TOLD_KINDS = (*TRAINED_KINDS, *RELEASED_KINDS)
+
+
+def make_sampler(s: SearchSettings, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The configured sampler; SearchError when `sampler_options` do not fit it."""
+    opts = dict(s.sampler_options)
+    try:
+        if s.sampler == "tpe":
+            opts.setdefault("n_startup_trials", min(10, max(3, s.n_trials // 4)))
+            return optuna.samplers.TPESampler(seed=seed, **opts)  # constant_liar (the default) suits parallel workers
+        if s.sampler == "nsgaii":
+            opts.setdefault("population_size", min(50, max(4, s.n_trials // 4)))
+            return optuna.samplers.NSGAIISampler(seed=seed, **opts)
+        if s.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed, **opts)
+        return optuna.samplers.GridSampler(grid_space(s.space), seed=seed, **opts)
+    except (TypeError, ValueError) as exc:
+        raise SearchError(f"search.sampler_options={s.sampler_options} do not fit sampler={s.sampler}: {exc}") from None
+
+
+def make_pruner(s: SearchSettings, epochs: int) -> optuna.pruners.BasePruner:
+    """The configured pruner over `epochs` epochs (per-epoch val top1 is its signal)."""
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if s.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=int(epochs))
+    return optuna.pruners.NopPruner()
+
+
+def worker_seed(seed: int, worker: int, finished: int) -> int:
+    """Each worker (and each restart of it) draws from its own stream: equal seeds would propose equal candidates."""
+    return int(np.random.SeedSequence([seed, worker, finished]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When workers stop: `n_trials` trained trials, or too many failures or skipped proposals."""
+
+    n_trials: int
+    max_failed: int
+    max_skipped: int
+
+    def stop_reason(self, counts: Counter) -> str | None:
+        if counts["trained"] >= self.n_trials:
+            return f"the study holds its {self.n_trials} trained trials"
+        if counts["failed"] >= self.max_failed:
+            return f"{counts['failed']} trials failed (search.max_failed={self.max_failed}): see their result.json"
+        if counts["skipped"] >= self.max_skipped:
+            return (
+                f"{counts['skipped']} proposals were infeasible or already trained (search.max_skipped="
+                f"{self.max_skipped}): the space holds too few feasible new candidates"
+            )
+        return None
+
+
+def holds_slot(t: FrozenTrial) -> bool:
+    """Whether a trial takes one of the n_trials slots: trained, or running/queued towards training."""
+    kind = t.user_attrs.get(KIND)
+    if t.state == TrialState.WAITING:
+        return True
+    if t.state == TrialState.RUNNING:  # "trained" is set just before the tell: the slot stays taken
+        return kind not in RELEASED_KINDS
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) and kind in TRAINED_KINDS
+
+
+def tally(trials: list[FrozenTrial]) -> Counter:
+    """trained, holding (slots taken), waiting (queued retries), running, failed, skipped, surplus, lost."""
+    counts: Counter = Counter()
+    for t in trials:
+        kind = t.user_attrs.get(KIND)
+        finished = t.state.is_finished()
+        counts["holding"] += holds_slot(t)
+        counts["waiting"] += t.state == TrialState.WAITING
+        counts["running"] += t.state == TrialState.RUNNING
+        counts["trained"] += finished and kind in TRAINED_KINDS
+        counts["failed"] += finished and kind == "failed"
+        counts["skipped"] += finished and kind in SKIPPED_KINDS
+        counts["infeasible"] += finished and kind == "infeasible"
+        counts["duplicate"] += finished and kind == "duplicate"
+        counts["surplus"] += finished and kind == "surplus"
+        counts["lost"] += t.state == TrialState.FAIL and kind not in TOLD_KINDS  # a dead worker's: retried
+    return counts
+
+
+def claim_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether this trial may train: fewer than n_trials slot holders come before it.
+
+    Trial numbers order the claims, so workers asking at the same moment agree on who gets the last slots and
+    the study never ends with more than n_trials trained trials.
+    """
+    before = sum(holds_slot(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+    return before < n_trials
+
+
+def record(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    kind: str,
+    values: list[float] | None = None,
+    state: TrialState = TrialState.COMPLETE,
+) -> str:
+    """Tell the study how a trial ended (its kind first, so that counting never sees it half told)."""
+    try:
+        trial.set_user_attr(KIND, kind)
+        study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker declared this trial stale (missed heartbeats) and queued a retry, which will find the
+        # finished trial folder and report it without training again.
+        _log.warning("trial %d was failed as stale by another worker; its retry reuses the result", trial.number)
+        return "lost"
+    return kind
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Beat for a running trial from a thread, so that a dead worker's trial can be told apart."""
+    storage = study._storage  # optuna has no public accessor; ask/tell users must beat themselves
+    if not is_heartbeat_enabled(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is what heartbeats tolerate
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail trials whose worker stopped beating; the retry callback queues their parameters again."""
+    with quiet():
+        optuna.storages.fail_stale_trials(study)
+
+
+Evaluate = Callable[[optuna.Study, optuna.Trial], str]
+
+
+def search_loop(study: optuna.Study, budget: Budget, evaluate: Evaluate, *, poll_s: float = 2.0) -> tuple[Counter, str]:
+    """Ask -> evaluate (which tells) until the study holds `budget.n_trials` trained trials.
+
+    A worker only waits when every remaining slot is held by a running trial: at the very end, or while a dead
+    worker's trial awaits its heartbeat deadline (after which it is retried here).
+    """
+    mine: Counter = Counter()  # the kinds of the trials this worker told
+    while True:
+        fail_stale(study)
+        counts = tally(study.get_trials(deepcopy=False))
+        reason = budget.stop_reason(counts)
+        if reason is not None:
+            _log.info("worker stops: %s", reason)
+            return mine, reason
+        if counts["holding"] >= budget.n_trials and not counts["waiting"]:
+            time.sleep(poll_s)
+            continue
+        with quiet():
+            trial = study.ask()
+        with heartbeat(study, trial):
+            mine[evaluate(study, trial)] += 1

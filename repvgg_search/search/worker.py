@@ -1,0 +1,247 @@
+"""One worker: evaluate asked candidates (budgets, slot, duplicates, training, records) until the study is full."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import submitit
+from omegaconf import OmegaConf
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from .. import records
+from ..models import ArchError
+from ..schema import MAC_CONVENTION, SCHEMA_VERSION, arch_record, record_header
+from ..trial import TrialInterrupted, run_trial, settings_from_config
+from .plan import SearchPlan, budget_violations, candidate_config, deploy_size, open_study, suggest
+from .settings import OBJECTIVES
+from .storage import quiet
+from .study import KIND, claim_slot, record, search_loop
+
+_log = logging.getLogger(__name__)
+INTERRUPTS = (SystemExit, KeyboardInterrupt, TrialInterrupted, submitit.core.utils.UncompletedJobError)
+
+
+class CandidateRunner:
+    """Evaluates asked trials for one worker: budgets, slot, duplicate check, training, records."""
+
+    def __init__(self, plan: SearchPlan, worker: int) -> None:
+        self.plan, self.worker, self.s = plan, worker, plan.settings
+        self.folder = plan.sweep_folder
+        self.base = plan.base
+
+    def __call__(self, study: optuna.Study, trial: optuna.Trial) -> str:
+        params = suggest(trial, self.s.space)
+        config = candidate_config(self.base, self.s.space, params, self.plan.study_name)
+        try:
+            settings = settings_from_config(config)
+        except ArchError as exc:  # e.g. groups that do not divide a layer's channels
+            trial.set_constraint("valid", 1.0)
+            trial.set_user_attr("error", str(exc))
+            return record(study, trial, "infeasible", self._worst(None))
+        trial.set_user_attr("trial_id", settings.trial_id)
+        macs, n_params = deploy_size(settings.arch)
+        over = budget_violations(self.s.constraints, macs, n_params)
+        for key, value in over.items():
+            trial.set_constraint(key, value)
+        if any(v > 0 for v in over.values()):
+            return self._infeasible(study, trial, settings, params, (macs, n_params), over)
+        if not claim_slot(study, trial, self.s.n_trials):
+            return record(study, trial, "surplus", state=TrialState.FAIL)
+        write_config(self.folder.trial_dir(settings.trial_id), settings.config)
+        with trial_lock(self.folder.trial_dir(settings.trial_id)) as mine:
+            if not mine:  # another worker is training this very architecture now
+                return record(study, trial, "duplicate", state=TrialState.FAIL)
+            earlier = _trained_with(study, settings.trial_id, trial.number)
+            if earlier is not None:
+                trial.set_user_attr("duplicate_of", earlier.number)
+                if "latency_ms" in earlier.constraints:  # the budgets' constraints are set above already
+                    trial.set_constraint("latency_ms", earlier.constraints["latency_ms"])
+                return record(study, trial, "duplicate", list(earlier.values))
+            return self._train(study, trial, settings, params)
+
+    def _worst(self, size: tuple[int, int] | None) -> list[float]:
+        """Objective values of a candidate never trained: the worst for unknowns, the counts where known."""
+        known = {"macs": size[0], "params": size[1]} if size else {}
+        return [float(known.get(o, 0.0 if OBJECTIVES[o][0] == "maximize" else math.inf)) for o in self.s.objectives]
+
+    def _infeasible(self, study, trial, settings, params, size, over) -> str:
+        values = self._worst(size)
+        reason = "; ".join(f"{k} over budget by {v:+.1%}" for k, v in over.items() if v > 0)
+        trial.set_user_attr("error", reason)
+        write_config(self.folder.trial_dir(settings.trial_id), settings.config)
+        path = self.folder.trial_dir(settings.trial_id) / records.RESULT
+        if (records.read_json(path) or {}).get("status") != "completed":
+            records.write_json(
+                path, infeasible_record(settings, size, reason, self._search(trial, "infeasible", values, over))
+            )
+        return record(study, trial, "infeasible", values)
+
+    def _train(self, study, trial, settings, params) -> str:
+        trial_dir = self.folder.trial_dir(settings.trial_id)
+        trial.set_user_attr(KIND, "training")
+        try:
+            result = self._run(trial, settings, trial_dir)
+        except optuna.TrialPruned:
+            self._annotate(trial_dir, self._search(trial, "pruned", None, {}), status="pruned")
+            return record(study, trial, "pruned", state=TrialState.PRUNED)
+        except INTERRUPTS:
+            self._interrupted(study, trial)
+            raise
+        except Exception as exc:
+            _log.error("trial %s (%s) failed: %s", settings.trial_id, params, exc)
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            self._annotate(trial_dir, self._search(trial, "failed", None, {}))
+            return record(study, trial, "failed", state=TrialState.FAIL)
+        return self._finish(study, trial, result, trial_dir)
+
+    def _run(self, trial: optuna.Trial, settings, trial_dir: Path) -> dict[str, Any]:
+        on_epoch = epoch_reporter(trial) if self.s.pruner != "none" else None
+        return run_trial(settings, trial_dir, progress=False, on_epoch=on_epoch)
+
+    def _finish(self, study, trial, result: dict[str, Any], trial_dir: Path) -> str:
+        values = [records.lookup(result, OBJECTIVES[o][1]) for o in self.s.objectives]
+        if any(v is None for v in values):  # e.g. a record from an older runner
+            missing = [o for o, v in zip(self.s.objectives, values) if v is None]
+            trial.set_user_attr("error", f"the trial's result.json has no value for {missing}")
+            return record(study, trial, "failed", state=TrialState.FAIL)
+        values = [float(v) for v in values]
+        over = budget_violations(self.s.constraints, *_result_size(result))
+        latency = records.lookup(result, ("speed", "latency_ms"))
+        if self.s.constraints.max_latency_ms is not None and latency is not None:
+            over["latency_ms"] = latency / self.s.constraints.max_latency_ms - 1
+            trial.set_constraint("latency_ms", over["latency_ms"])
+        self._annotate(trial_dir, self._search(trial, "trained", values, over))
+        return record(study, trial, "trained", values)
+
+    def _interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Preemption or timeout: fail the trial and queue its parameters at once (the checkpoint stays)."""
+        with contextlib.suppress(Exception):
+            if record(study, trial, "interrupted", state=TrialState.FAIL) == "interrupted":
+                frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+                with quiet():
+                    RetryHeartbeatStaleTrialCallback(max_retry=self.s.max_retry)(study, frozen)
+
+    def _search(self, trial: optuna.Trial, kind: str, values, over: dict[str, float]) -> dict[str, Any]:
+        """The `search` block of the trial's result.json (what analysis reads)."""
+        return {
+            "study": self.plan.study_name,
+            "number": trial.number,
+            "state": {"trained": "COMPLETE", "infeasible": "COMPLETE", "pruned": "PRUNED"}.get(kind, "FAIL"),
+            "kind": kind,
+            "feasible": all(v <= 0 for v in over.values()) if kind in ("trained", "infeasible") else None,
+            "values": values,
+            "objectives": list(self.s.objectives),
+            "directions": self.plan.directions,
+            "params": dict(trial.params),
+            "constraints": over,
+            "retry_of": trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial"),
+            "worker": self.worker,
+        }
+
+    @staticmethod
+    def _annotate(trial_dir: Path, search: dict[str, Any], status: str | None = None) -> None:
+        path = trial_dir / records.RESULT
+        result = records.read_json(path) or {"schema_version": SCHEMA_VERSION}
+        result["search"] = search
+        if status is not None:
+            result["status"] = status
+        records.write_json(path, result)
+
+
+def epoch_reporter(trial: optuna.Trial) -> Callable[[int, dict[str, Any]], None]:
+    def on_epoch(epoch: int, row: dict[str, Any]) -> None:
+        trial.report(float(row["val_top1"]), epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} (val top1 {row['val_top1']:.2f}%)")
+
+    return on_epoch
+
+
+def _trained_with(study: optuna.Study, trial_id: str, number: int) -> FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != number and t.user_attrs.get("trial_id") == trial_id and t.user_attrs.get(KIND) == "trained":
+            return t
+    return None
+
+
+def _result_size(result: dict[str, Any]) -> tuple[int, int]:
+    return int(records.lookup(result, ("complexity", "deploy", "macs"))), int(
+        records.lookup(result, ("complexity", "deploy", "params"))
+    )
+
+
+def infeasible_record(settings: Any, size: tuple[int, int], reason: str, search: dict[str, Any]) -> dict[str, Any]:
+    """result.json of a candidate that was never trained because it breaks a budget."""
+    header = record_header(
+        trial_id=settings.trial_id,
+        status="infeasible",
+        group=settings.tracking.group,
+        arch=arch_record(settings.preset, settings.arch),
+        seed=settings.seed,
+        config=settings.config,
+    )
+    return {
+        **header,
+        "complexity": {
+            "input_size": [3, 224, 224],
+            "convention": MAC_CONVENTION,
+            "deploy": {"macs": size[0], "params": size[1]},
+            "deploy_is_train_form": not settings.arch.reparameterizable,
+        },
+        "error": reason,
+        "search": search,
+    }
+
+
+def write_config(trial_dir: Path, config: dict[str, Any]) -> None:
+    """The candidate's config.yaml, before anything runs (workers never touch the sweep-wide plan.json: the
+    driver writes it when collecting, as its only writer)."""
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    if not (trial_dir / records.CONFIG).exists():
+        (trial_dir / records.CONFIG).write_text(OmegaConf.to_yaml(config))
+
+
+@contextlib.contextmanager
+def trial_lock(trial_dir: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on a trial folder while training in it (yields False when another process holds it).
+
+    flock locks belong to the open file, so they also exclude threads, and die with a killed process.
+    """
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    with open(trial_dir / ".search.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def worker_loop(plan: SearchPlan, worker: int = 0) -> dict[str, Any]:
+    """One worker: loop on the study until it holds n_trials trained trials; returns what this worker did."""
+    study = open_study(plan, worker)
+    kinds, reason = search_loop(study, plan.budget, CandidateRunner(plan, worker), poll_s=plan.poll_s)
+    return {"worker": worker, "told": dict(kinds), "stopped": reason}
+
+
+class SearchWorker(submitit.helpers.Checkpointable):
+    """A worker job for submitit; on preemption or timeout it is requeued and rejoins the study."""
+
+    def __init__(self, plan: SearchPlan, worker: int) -> None:
+        self.plan, self.worker = plan, worker
+
+    def __call__(self) -> dict[str, Any]:
+        if not logging.getLogger().handlers:  # a batch job: log lines on stderr (the job's log file)
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return worker_loop(self.plan, self.worker)

@@ -1,0 +1,5 @@
+"""`python -m repvgg_search.sweep`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""`python -m repvgg_search.sweep +sweep=NAME`: validate a sweep (grid or search), then run it or act on it.
+
+Actions (`sweep.action`): run (default; resumes an existing sweep folder), status, collect, cancel.
+`sweep.dry_run=true` writes the trial configs and prints the plan without submitting; `sweep.detach=true`
+submits and returns (a local sweep keeps a background driver that throttles its jobs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from ..config import CONF_DIR
+from ..errors import exit_on_bad_input
+from ..jobs.launchers import launcher_config, make_launcher
+from ..search import collect as search_collect
+from ..search.driver import SearchSweep
+from ..trial import settings_from_config
+from . import actions
+from .collect import write_results
+from .driver import GridSweep
+from .folder import PlannedTrial, SweepFolder
+from .grid import expand
+from .spec import SweepError, base_trial_config, register, sweep_folder, validate_spec
+
+register()
+
+
+def act(folder: SweepFolder, action: str) -> dict[str, Any]:
+    """sweep.action=status | collect | cancel on the sweep (or search) recorded in `folder`."""
+    definition = folder.read_definition()
+    if definition is None:
+        raise SweepError(f"sweep.action={action}: {folder.root} holds no sweep (sweep.dir=PATH names one)")
+    if definition.get("kind") == "search":
+        return search_collect.search_action(folder, action)
+    return {"status": actions.print_status, "collect": write_results, "cancel": actions.cancel}[action](folder)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Validate everything, then carry out `sweep.action`; returns a small summary (for tests and scripts)."""
+    validate_spec(cfg)
+    folder = sweep_folder(cfg)
+    if cfg.sweep.action != "run":
+        return act(folder, cfg.sweep.action)
+    launcher = make_launcher(cfg.launcher)
+    kind = SearchSweep if cfg.sweep.kind == "search" else GridSweep
+    sweep = kind.from_config(cfg, folder, launcher)  # validates every trial and claims the folder, before any job
+    if cfg.sweep.dry_run:
+        return sweep.dry_run()
+    sweep.prepare()
+    if cfg.sweep.detach and launcher.background_driver and not actions.in_background():
+        return actions.detach_local(folder)
+    return sweep.drive(detach=cfg.sweep.detach)
+
+
+def validate(cfg: DictConfig) -> list[PlannedTrial]:
+    """Entry-point validation hook (tests compose every config file through it): base trial, launcher, sweep."""
+    launcher_config(cfg.launcher)
+    if cfg.sweep.name is None or cfg.sweep.kind != "grid":
+        settings = settings_from_config(base_trial_config(cfg))
+        return [PlannedTrial(settings.trial_id, settings.config)]
+    validate_spec(cfg)
+    return expand(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="launch")
+@exit_on_bad_input
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: exit 2 on bad input, before anything is submitted."""
+    run(cfg)

@@ -1,0 +1,118 @@
+"""The grid sweep: plan (trials written out before launch), run through the job layer, then collect."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..jobs.launchers import Launcher
+from ..jobs.pool import JobPool, job_log
+from ..jobs.progress import Progress
+from ..trial import TrialRunner
+from .collect import write_results
+from .folder import TERMINAL, PlannedTrial, SweepFolder
+from .grid import expand
+
+_log = logging.getLogger(__name__)
+STATE_KEYS = ("pending", "running", "done", "failed", "cancelled", "interrupted")
+
+
+def count_states(folder: SweepFolder, trials: list[PlannedTrial], active: set[str] | None = None) -> dict[str, int]:
+    """Trials per state; a trial with no record yet, or interrupted and resubmitted, is pending."""
+    counts = dict.fromkeys(STATE_KEYS, 0)
+    for t in trials:
+        status = folder.status(t.trial_id)
+        key = {"completed": "done", "infeasible": "done"}.get(status, status)
+        if status == "missing" or (status == "interrupted" and active and t.trial_id in active):
+            key = "pending"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@dataclass
+class GridSweep:
+    """A validated grid sweep, its folder claimed and its trials written out."""
+
+    folder: SweepFolder
+    launcher: Launcher
+    spec: Any  # the `sweep:` settings
+    trials: list[PlannedTrial]
+    resumed: bool
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> GridSweep:
+        """Validate every trial, claim the folder for this definition, write the trial configs."""
+        trials = expand(cfg, launcher.threads)
+        axes = {"axes": OmegaConf.to_container(cfg.sweep.axes)}
+        resumed = folder.claim(cfg.sweep.name, "grid", [t.trial_id for t in trials], axes)
+        folder.materialize(trials)
+        return cls(folder, launcher, cfg.sweep, trials, resumed)
+
+    def print_plan(self) -> None:
+        statuses = [self.folder.status(t.trial_id) for t in self.trials]
+        done = sum(s == "completed" for s in statuses)
+        verb = "resuming" if self.resumed else "new sweep"
+        print(f"{verb}: {self.folder.root} ({len(self.trials)} trials, {done} already completed)")
+        for t, status in zip(self.trials, statuses):
+            axes = ", ".join(f"{k}={v}" for k, v in t.axes.items())
+            print(f"  {t.trial_id}  {'planned' if status == 'missing' else status:<11} {axes}")
+
+    def dry_run(self) -> dict[str, Any]:
+        self.print_plan()
+        return {"folder": str(self.folder.root), "trials": len(self.trials), "submitted": 0}
+
+    def prepare(self) -> None:
+        self.print_plan()
+
+    def drive(self, detach: bool = False) -> dict[str, Any]:
+        """Run the trials that still need to run; collect when every job has ended."""
+        folder = self.folder
+        folder.acquire_driver()
+        attempts = {tid: len(subs) for tid, subs in folder.submissions().items()}
+        pool = JobPool(self.launcher, folder.jobs_dir, folder.job_log, poll_s=self.spec.poll_s,
+                       max_wait_h=self.spec.max_wait_h, retries=self.spec.retries, attempts=attempts)  # fmt: skip
+        progress = Progress(f"sweep {folder.root.name}", len(self.trials))
+        by_id = {t.trial_id: t for t in self.trials}
+
+        def show() -> None:
+            counts = count_states(folder, self.trials, set(pool.active))
+            progress.show("  ".join(f"{k} {v}" for k, v in counts.items()), counts["done"] + counts["failed"])
+
+        try:
+            with pool.cancelling_on_exit(self._cancelled):
+                pool.run(self.to_run(pool.attempts), lambda tid: TrialRunner(by_id[tid].config,
+                         str(folder.trial_dir(tid))), self._ended, show=show,
+                         done=lambda tid: folder.status(tid) in TERMINAL, detach=detach)  # fmt: skip
+        finally:
+            progress.close()
+            folder.release_driver()
+        if detach and self.launcher.queues_itself:
+            print(f"submitted; follow with sweep.action=status sweep.dir={folder.root}")
+            return {"folder": str(folder.root), "detached": True}
+        return write_results(folder)
+
+    def to_run(self, attempts: dict[str, int]) -> list[str]:
+        """Trials not completed whose attempts are not used up (failed ones get `retries` more)."""
+        out = []
+        for t in self.trials:
+            status = self.folder.status(t.trial_id)
+            if status in ("completed", "infeasible"):
+                continue
+            if status in ("failed", "cancelled") and attempts.get(t.trial_id, 0) > self.spec.retries:
+                continue
+            out.append(t.trial_id)
+        return out
+
+    def _ended(self, tid: str, job: Any, state: str) -> bool:
+        """Record an end the trial could not record itself; run a failed trial again."""
+        status = self.folder.status(tid)
+        if status not in TERMINAL:  # the job ended without the trial recording an end: killed, cancelled, ...
+            status = "cancelled" if state.startswith("CANCELLED") else "failed"
+            self.folder.mark(tid, status, f"job {job.job_id} ended ({state}) without a result; log: {job_log(job)}")
+        return status == "failed"
+
+    def _cancelled(self, tid: str, job: Any) -> None:
+        self.folder.mark(tid, "cancelled", f"job {job.job_id} cancelled with its sweep driver")

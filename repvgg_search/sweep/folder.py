@@ -1,0 +1,175 @@
+"""A sweep folder on disk: its definition, the materialized trial configs, job submissions, trial states."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import records
+from ..errors import BadInputError
+from ..jobs.pool import JobLog
+from ..schema import SCHEMA_VERSION
+
+SWEEP_JSON = "sweep.json"
+JOBS = "jobs.jsonl"
+PLAN = "plan.json"  # trial id -> the axis values (or search parameters) that made it
+# libyaml when present: writing a thousand trial configs should take a moment, not seconds.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+TERMINAL = ("completed", "failed", "cancelled", "infeasible")
+
+
+class SweepFolderError(BadInputError):
+    """The sweep folder holds another sweep definition (its results are kept untouched)."""
+
+
+@dataclass
+class PlannedTrial:
+    """One trial of a sweep: its id, its resolved config, and the axis values that made it."""
+
+    trial_id: str
+    config: dict[str, Any]
+    axes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepFolder:
+    """The folder of one sweep: `sweep.json`, `trials/<trial_id>/`, `jobs.jsonl`, `results.csv`, `summary.md`."""
+
+    root: Path
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.root / "trials"
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.trials_dir / trial_id
+
+    def read_definition(self) -> dict[str, Any] | None:
+        return records.read_json(self.root / SWEEP_JSON)
+
+    def claim(self, name: str, kind: str, trial_ids: list[str], extra: dict[str, Any] | None = None) -> bool:
+        """Create the folder for this definition, or accept it when it already holds the same definition.
+
+        Returns True when the folder already existed (the sweep resumes). Raises SweepFolderError, touching
+        nothing, when it holds a different definition.
+        """
+        digest = definition_hash(trial_ids)
+        existing = self.read_definition()
+        if existing is not None:
+            if existing.get("definition_hash") != digest:
+                common = len(set(existing.get("trial_ids", [])) & set(trial_ids))
+                raise SweepFolderError(
+                    f"sweep folder {self.root} holds another definition of sweep {existing.get('name')!r} "
+                    f"({len(existing.get('trial_ids', []))} trials, {common} in common with this one); its results "
+                    f"are kept untouched. Rerun with the same settings to resume it, or use "
+                    f"sweep.dir={self.root.parent / (self.root.name + '-' + digest[:8])} for this definition"
+                )
+            return True
+        self.root.mkdir(parents=True, exist_ok=True)
+        definition = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "kind": kind,
+            "definition_hash": digest,
+            "trial_ids": trial_ids,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(extra or {}),
+        }
+        records.write_json(self.root / SWEEP_JSON, definition)
+        return False
+
+    def materialize(self, trials: list[PlannedTrial]) -> None:
+        """Write every trial's config into its folder, and the axis values into `plan.json`, before launching."""
+        for t in trials:
+            folder = self.trial_dir(t.trial_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            config_path = folder / records.CONFIG
+            if not config_path.exists():
+                config_path.write_text(yaml.dump(t.config, Dumper=_DUMPER, sort_keys=False))
+        plan = records.read_json(self.root / PLAN) or {}
+        plan.update({t.trial_id: t.axes for t in trials})
+        records.write_json(self.root / PLAN, plan)
+
+    def planned(self) -> list[PlannedTrial]:
+        """The trials as materialized on disk (for status, collect and cancel on an existing sweep)."""
+        definition = self.read_definition() or {}
+        plan = records.read_json(self.root / PLAN) or {}
+        out = []
+        for tid in definition.get("trial_ids", []):
+            path = self.trial_dir(tid) / records.CONFIG
+            config = yaml.load(path.read_text(), Loader=_LOADER) if path.exists() else {}
+            out.append(PlannedTrial(tid, config, plan.get(tid, {})))
+        return out
+
+    def result(self, trial_id: str) -> dict[str, Any] | None:
+        return records.read_json(self.trial_dir(trial_id) / records.RESULT)
+
+    def status(self, trial_id: str) -> str:
+        """The trial's recorded status: completed, failed, interrupted, cancelled, running, or missing."""
+        result = self.result(trial_id)
+        return result.get("status", "missing") if result else "missing"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where submitit writes the jobs' files (pickles, logs)."""
+        return self.root / "jobs"
+
+    @property
+    def job_log(self) -> JobLog:
+        """Every submission of every trial (jobs.jsonl)."""
+        return JobLog(self.root / JOBS, "trial_id")
+
+    def submissions(self) -> dict[str, list[dict[str, Any]]]:
+        """Every submission of every trial, oldest first."""
+        return self.job_log.by_key()
+
+    def mark(self, trial_id: str, status: str, error: str) -> None:
+        """Record a terminal status the trial could not record itself (a killed or cancelled job).
+
+        A completed result is never overwritten.
+        """
+        path = self.trial_dir(trial_id) / records.RESULT
+        result = records.read_json(path) or {"schema_version": SCHEMA_VERSION, "trial_id": trial_id}
+        if result.get("status") == "completed":
+            return
+        result.update(status=status, error=error)
+        records.write_json(path, result)
+
+    # -- the background driver of a detached local sweep -----------------------------------------------------
+    @property
+    def driver_pid_file(self) -> Path:
+        return self.root / "driver.pid"
+
+    def acquire_driver(self) -> None:
+        """Record this process as the folder's driver; refuse when another live driver works on it."""
+        other = self.live_driver()
+        if other is not None and other != os.getpid():
+            raise SweepFolderError(
+                f"another driver (pid {other}) is working on {self.root}; sweep.action=status shows it"
+            )
+        self.driver_pid_file.write_text(f"{os.getpid()}\n")
+
+    def release_driver(self) -> None:
+        self.driver_pid_file.unlink(missing_ok=True)
+
+    def live_driver(self) -> int | None:
+        """The pid of a driver process still working on this folder, if any."""
+        try:
+            pid = int(self.driver_pid_file.read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid
+
+
+def definition_hash(trial_ids: list[str]) -> str:
+    """The identity of a sweep definition: the set of its trials (launcher settings do not change it)."""
+    return hashlib.sha256(json.dumps(sorted(trial_ids)).encode()).hexdigest()[:16]

@@ -1,0 +1,87 @@
+"""The launch entry point's schema (the base trial, the sweep, the launcher, the search) and its first checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import CONF_DIR, TrialConfig, register_configs
+from ..errors import BadInputError
+from ..jobs.launchers import register_launchers
+from ..search.settings import SearchSettings
+from .folder import SweepFolder
+
+ACTIONS = ("run", "status", "collect", "cancel")
+KINDS = ("grid", "search")
+SWEEPS_DIR = CONF_DIR / "sweep"
+
+
+class SweepError(BadInputError):
+    """A sweep definition or sweep setting is invalid; nothing has been submitted."""
+
+
+@dataclass
+class SweepSpec:
+    """What a sweep varies and how the driver runs it (the files in conf/sweep/ set these)."""
+
+    name: str | None = None  # the sweep's name; set by the sweep file (+sweep=NAME)
+    kind: str = "grid"  # grid: the cross product of `axes` | search: an Optuna search (see `search`)
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # config path -> values, e.g. {seed: [0, 1]}
+    dir: str | None = None  # sweep folder; null = outputs/sweeps/<name> (stable: rerunning resumes it)
+    action: str = "run"  # run | status | collect | cancel
+    dry_run: bool = False  # write the trial configs and print the plan; submit nothing
+    detach: bool = False  # submit and return; `sweep.action=status` shows progress later
+    retries: int = 1  # resubmissions of a failed trial (within a run and over reruns)
+    poll_s: float = 2.0  # seconds between polls of job states (bounded waits)
+    max_wait_h: float = 168.0  # the driver gives up waiting after this long (jobs keep running)
+
+
+@dataclass
+class LaunchConfig(TrialConfig):
+    """`python -m repvgg_search.sweep`: the base trial config, the sweep, the launcher, the search."""
+
+    sweep: SweepSpec = field(default_factory=SweepSpec)
+    launcher: Any = None  # one of the launcher schemas (conf/launcher/: local, slurm, debug)
+    search: SearchSettings = field(default_factory=SearchSettings)  # used by sweep.kind=search
+
+
+def register() -> None:
+    """Store the launch schema (and the trial and launcher schemas it builds on) in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    register_configs()
+    register_launchers()
+    ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)
+
+
+def available_sweeps() -> list[str]:
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+def sweep_folder(cfg: DictConfig) -> SweepFolder:
+    return SweepFolder(Path(cfg.sweep.dir or Path("outputs") / "sweeps" / cfg.sweep.name))
+
+
+def validate_spec(cfg: DictConfig) -> None:
+    spec = cfg.sweep
+    if spec.name is None:
+        raise SweepError(f"no sweep selected: add +sweep=NAME; available: {', '.join(available_sweeps())}")
+    if spec.kind not in KINDS:
+        raise SweepError(f"sweep.kind={spec.kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    if spec.action not in ACTIONS:
+        raise SweepError(f"sweep.action={spec.action!r} is unknown; allowed: {', '.join(ACTIONS)}")
+    if spec.retries < 0 or spec.poll_s <= 0 or spec.max_wait_h <= 0:
+        raise SweepError("sweep.retries must be >= 0, sweep.poll_s and sweep.max_wait_h > 0")
+
+
+def base_trial_config(cfg: DictConfig) -> dict[str, Any]:
+    """The trial part of the launch config (everything but sweep, launcher, search), resolved."""
+    fields = set(TrialConfig.__dataclass_fields__)
+    return {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in cfg
+        if k in fields
+    }

@@ -1,0 +1,410 @@
+"""One trial end to end: validate, train (resumable), evaluate, convert, check, profile, record.
+
+`run_trial` runs (or resumes, or reports) a trial in its folder; `TrialRunner` is the same as a
+`submitit.helpers.Checkpointable`, so a SLURM preemption or timeout requeues it and it resumes from the folder's
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+from omegaconf import OmegaConf
+
+from .. import records
+from ..data import build_loaders
+from ..distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
+from ..engine import (
+    build_optimizer,
+    build_scheduler,
+    configure_backends,
+    evaluate,
+    make_scaler,
+    prepare_model,
+    train_one_epoch,
+    want_progress,
+)
+from ..errors import BadInputError
+from ..models import build_model, reparameterize_model
+from ..profile import arch_sizes, equivalence_error, resolve_device, throughput
+from ..schema import MAC_CONVENTION, arch_record, record_header
+from ..tracking import Tracker
+from .settings import TrialSettings, settings_from_config
+
+_log = logging.getLogger(__name__)
+
+EXIT_INTERRUPTED = 3  # exit status of an interrupted trial (rerun the same command to resume)
+LOG = "trial.log"  # the trial's log lines, appended by every run in its folder
+
+
+class TrialFolderError(BadInputError):
+    """The trial folder belongs to another trial; nothing in it is touched."""
+
+
+class TrialInterrupted(Exception):
+    """SIGTERM or SIGUSR2 arrived; the trial stops at its last checkpoint."""
+
+
+class TrialRunner(submitit.helpers.Checkpointable):
+    """A picklable trial for submitit; on preemption or timeout submitit requeues it and it resumes."""
+
+    def __init__(self, config: dict[str, Any], trial_dir: str) -> None:
+        self.config, self.trial_dir = config, str(trial_dir)
+
+    def __call__(self) -> dict[str, Any]:
+        if not logging.getLogger().handlers:  # a batch job: plain log lines on stderr (the job's log file)
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run_trial(settings_from_config(self.config), Path(self.trial_dir))
+
+
+def claim_folder(trial_dir: Path, s: TrialSettings) -> dict[str, Any] | None:
+    """Refuse a folder holding another trial; return the result when this trial already completed there."""
+    result = records.read_json(trial_dir / records.RESULT)
+    owner = result.get("trial_id") if result else None
+    if owner is None and (trial_dir / records.CHECKPOINT).exists():
+        owner = records.load_checkpoint(trial_dir / records.CHECKPOINT).get("trial_id")
+    if owner is not None and owner != s.trial_id:
+        raise TrialFolderError(
+            f"output folder {trial_dir} holds trial {owner}, not this trial ({s.trial_id}, {s.preset}/"
+            f"{s.arch.variant.label}); refusing to touch it: choose another folder (output_dir=PATH)"
+        )
+    if result and result.get("status") == "completed":
+        return result
+    return None
+
+
+def run_trial(
+    s: TrialSettings,
+    trial_dir: Path,
+    *,
+    progress: bool | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume, or report) one trial in `trial_dir`; returns its result record.
+
+    Raises `TrialInterrupted` after SIGTERM/SIGUSR2 (the checkpoint of the last finished epoch stays), and
+    re-raises any failure after recording it (status `failed` with the error) in result.json and wandb.
+    `on_epoch(epoch, row)` is called on rank 0 after each epoch's checkpoint and metrics line (a search's pruner
+    raises from it to stop the trial).
+    """
+    trial_dir = Path(trial_dir)
+    done = claim_folder(trial_dir, s)
+    if done is not None:
+        _log.info("trial %s already completed in %s: reporting its result", s.trial_id, trial_dir)
+        return done
+    with _log_file(trial_dir / LOG):
+        return _Trial(s, trial_dir, want_progress() if progress is None else progress, on_epoch).run()
+
+
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[None]:
+    """Copy this package's log lines into the trial folder (rank 0 only), whoever started the trial."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("repvgg_search")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+class _Trial:
+    """The state of one running trial; `run()` drives it from set-up to the final record."""
+
+    def __init__(self, s: TrialSettings, trial_dir: Path, progress: bool, on_epoch=None) -> None:
+        self.s, self.dir, self.progress, self.on_epoch = s, trial_dir, progress, on_epoch
+        self.timings: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+        self.tracker: Tracker | None = None
+        self.dist: DistInfo | None = None
+        self.last_val: dict | None = None  # the last epoch's evaluation (all ranks), reused as the final one
+
+    def run(self) -> dict[str, Any]:
+        status, error = "failed", None
+        try:
+            with _interruptible():
+                self._setup()
+                self._train()
+                result = self._finish()
+            status = "completed"
+            return result
+        except (TrialInterrupted, SystemExit, KeyboardInterrupt) as exc:
+            status, error = "interrupted", f"{type(exc).__name__}: {exc}"
+            raise
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if status != "completed":
+                self._record_unfinished(status, error)
+            if self.tracker is not None:
+                self.tracker.finish(
+                    0 if status == "completed" else (EXIT_INTERRUPTED if status == "interrupted" else 1)
+                )
+            if self.dist is not None and self.dist.is_distributed:
+                cleanup()
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        s = self.s
+        self.dist = init_distributed()
+        self.main = self.dist.rank == 0
+        self.device = self.dist.device if self.dist.is_distributed else resolve_device(s.device)
+        threads = s.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))  # a SLURM job: the cores it was given
+        if threads:
+            torch.set_num_threads(threads)
+        configure_backends(s.train, self.device)
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / records.CONFIG).write_text(OmegaConf.to_yaml(s.config))
+            self._write_result({"status": "running"})
+        self._build()
+        self._resume()
+        self.tracker = Tracker(
+            s.tracking,
+            trial_id=s.trial_id,
+            trial_dir=self.dir,
+            config=s.config,
+            tags=[s.preset, s.arch.variant.label],
+            enabled=self.main,
+        )
+        self.timings["setup_s"] = time.perf_counter() - self.t0
+
+    def _build(self) -> None:
+        s, dist = self.s, self.dist
+        self.train_loader, self.val_loader, self.info = build_loaders(
+            s.data,
+            device=self.device,
+            seed=s.seed,
+            distributed=dist.is_distributed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            autoaugment=s.train.autoaugment,
+        )
+        torch.manual_seed(s.seed)
+        model = prepare_model(build_model(s.arch), s.train, self.device)
+        self.model = wrap_ddp(model, dist) if dist.is_distributed else model
+        self.optimizer = build_optimizer(model, s.train, s.data.batch_size * dist.world_size)
+        self.scheduler = build_scheduler(self.optimizer, s.train, len(self.train_loader))
+        self.scaler = make_scaler(s.train, self.device)
+
+    def _resume(self) -> None:
+        ckpt = records.load_checkpoint(self.dir / records.CHECKPOINT)
+        self.epochs_done, self.resumes = 0, []
+        if ckpt is not None:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            self.epochs_done = ckpt["epochs_done"]
+            self.resumes = [*ckpt.get("resumes", []), self.epochs_done]
+            _log.info("trial %s: resuming after epoch %d of %d", self.s.trial_id, self.epochs_done, self.s.train.epochs)
+        elif self.main:
+            self._save_checkpoint()  # so that an interruption during the first epoch also leaves a checkpoint
+        if self.main:  # epochs after the checkpoint are redone: drop their lines
+            records.truncate_jsonl(self.dir / records.METRICS, lambda r: r["epoch"] < self.epochs_done)
+
+    def _save_checkpoint(self) -> None:
+        state = {
+            "trial_id": self.s.trial_id,
+            "epochs_done": self.epochs_done,
+            "resumes": self.resumes,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+        }
+        records.save_checkpoint(self.dir / records.CHECKPOINT, state)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def _train(self) -> None:
+        s, t = self.s, time.perf_counter()
+        for epoch in range(self.epochs_done, s.train.epochs):
+            stats = train_one_epoch(
+                self.model,
+                self.train_loader,
+                self.optimizer,
+                self.scheduler,
+                cfg=s.train,
+                device=self.device,
+                epoch=epoch,
+                seed=s.seed,
+                scaler=self.scaler,
+                progress=self.progress and self.main,
+                log=_log.info,
+            )
+            val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
+            self.epochs_done, self.last_val = epoch + 1, val
+            row = {"trial_id": s.trial_id, "epoch": epoch, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
+            if self.main:
+                self._save_checkpoint()
+                records.append_jsonl(self.dir / records.METRICS, row)
+                self.tracker.log_epoch(row)
+                if self.on_epoch is not None:
+                    self.on_epoch(epoch, row)  # may raise (a pruned trial) after this epoch's checkpoint
+            _log.info("epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, s.train.epochs, stats["loss"], val["top1"])
+        self.timings["train_s"] = time.perf_counter() - t
+
+    # -- the end of a trial -----------------------------------------------------------------------------------
+    def _finish(self) -> dict[str, Any]:
+        # Every rank evaluates and converts (evaluation all-reduces over the ranks' shards); rank 0 records.
+        t = time.perf_counter()
+        model = unwrap(self.model).eval()
+        val = self._final_eval(model)
+        self.timings["eval_s"] = time.perf_counter() - t
+        deploy, conversion, deploy_val = self._convert(model, val)
+        if not self.main:
+            return {"trial_id": self.s.trial_id, "status": "completed", "rank": self.dist.rank}
+        result = {
+            "metrics": {
+                "top1": val["top1"],
+                "deploy_top1": deploy_val["top1"] if deploy_val else None,
+                "loss": val["loss"],
+                "train_top1": self._last_row().get("train_top1"),
+                "train_loss": self._last_row().get("train_loss"),
+                "epochs": self.epochs_done,
+                "val_images": val["total"],
+            },
+            "resumes": self.resumes,  # epochs done at each resume after an interruption (empty: ran straight)
+            "conversion": conversion,
+            **self._profile(model, deploy),
+        }
+        if self.s.save_deploy and deploy is not None:
+            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, deploy.state_dict())
+        self.timings["total_s"] = time.perf_counter() - self.t0
+        result = self._write_result({"status": "completed", **result})
+        self.tracker.summarize(result)
+        return result
+
+    def _final_eval(self, model) -> dict:
+        """The train form's evaluation: the last epoch's (same weights) when this run trained it, else a new one."""
+        if self.last_val is not None:
+            return self.last_val
+        return evaluate(model, self.val_loader, device=self.device, amp=self.s.train.amp)
+
+    def _convert(self, model, val: dict) -> tuple[Any, dict, dict | None]:
+        arch = self.s.arch
+        if not arch.reparameterizable:
+            return None, {"converted": False, "reason": arch.variant.why_not_reparameterizable}, None
+        t = time.perf_counter()
+        deploy = reparameterize_model(model)
+        x, _ = next(iter(self.val_loader))
+        err = equivalence_error(model, deploy, x.to(self.device))
+        deploy_val = evaluate(deploy, self.val_loader, device=self.device, amp=self.s.train.amp)
+        self.timings["convert_s"] = time.perf_counter() - t
+        diff = abs(deploy_val["correct"] - val["correct"])
+        if diff > 1:
+            raise RuntimeError(
+                f"deploy form classifies {diff} validation images differently from the train form "
+                f"(top1 {deploy_val['top1']:.2f}% vs {val['top1']:.2f}%; max abs logit error {err['max_abs_error']:.2e})"
+            )
+        conversion = {"converted": True, "plain": arch.plain, **err, "top1_diff_images": diff}
+        return deploy, conversion, deploy_val
+
+    def _profile(self, model, deploy) -> dict[str, Any]:
+        t = time.perf_counter()
+        size = self.info.image_size
+        sp = self.s.speed
+        speed_size = sp.input_size or size
+        speed = throughput(
+            deploy if deploy is not None else model,
+            batch_size=sp.batch_size,
+            input_size=(self.info.in_channels, speed_size, speed_size),
+            device=self.device,
+            dtype=sp.dtype,
+            warmup=sp.warmup,
+            iters=sp.iters,
+            channels_last=sp.channels_last,
+        )
+        self.timings["profile_s"] = time.perf_counter() - t
+        return {
+            "complexity": {
+                "input_size": [3, 224, 224],
+                "convention": MAC_CONVENTION,
+                **arch_sizes(self.s.arch, 224),
+                "trial_size": {"input_size": [self.info.in_channels, size, size], **arch_sizes(self.s.arch, size)},
+                "deploy_is_train_form": deploy is None,
+            },
+            "speed": {"form": "deploy" if deploy is not None else "train", **speed},
+        }
+
+    def _last_row(self) -> dict:
+        rows = records.read_jsonl(self.dir / records.METRICS)
+        return rows[-1] if rows else {}
+
+    # -- records ----------------------------------------------------------------------------------------------
+    def _write_result(self, fields: dict[str, Any]) -> dict[str, Any]:
+        s = self.s
+        header = record_header(
+            trial_id=s.trial_id,
+            status=fields["status"],
+            group=s.tracking.group,
+            arch=arch_record(s.preset, s.arch),
+            seed=s.seed,
+            config=s.config,
+        )
+        result = {
+            **header,
+            **fields,
+            "timings": dict(self.timings),
+            "git_commit": records.git_commit(),
+            "versions": records.library_versions(),
+            "wandb_run": self.tracker.run_dir if self.tracker is not None else None,
+            "error": fields.get("error"),
+        }
+        records.write_json(self.dir / records.RESULT, result)
+        return result
+
+    def _record_unfinished(self, status: str, error: str | None) -> None:
+        if self.dist is not None and not self.main:
+            return
+        with contextlib.suppress(Exception):  # recording must never hide the original error
+            self.timings["total_s"] = time.perf_counter() - self.t0
+            result = self._write_result(
+                {"status": status, "error": error, "epochs_done": getattr(self, "epochs_done", 0)}
+            )
+            if self.tracker is not None:
+                self.tracker.summarize(result)
+
+
+def _prefixed(d: dict, prefix: str) -> dict:
+    return {prefix + k: v for k, v in d.items() if isinstance(v, int | float)}
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Turn SIGTERM/SIGUSR2 into `TrialInterrupted` in a plain process.
+
+    Under submitit its own handlers stay (SIGUSR2 checkpoints the `TrialRunner` and requeues the job, then
+    exits with SystemExit, which the trial records as interrupted); outside the main thread nothing is installed.
+    """
+    if "SUBMITIT_FOLDER" in os.environ or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise TrialInterrupted(f"received {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,124 @@
+"""A trial's settings: the config typed and validated completely before anything runs, and its id."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import TrackingConfig, TrialConfig, TrialSpeedConfig, to_arch
+from ..data import DataConfig, expected_num_classes
+from ..engine import (
+    TrainConfig,
+    validate_train,
+)
+from ..errors import BadInputError
+from ..models import ArchConfig
+from ..profile import DTYPES, resolve_device
+from ..tracking import validate_tracking
+
+_log = logging.getLogger(__name__)
+
+# Fields that change where or how fast data is read, not what a trial computes: left out of the trial id.
+NOT_IN_ID = {"data": {"root", "download", "num_workers", "pin_memory", "persistent_workers", "eval_batch_size"}}
+
+
+class TrialFolderError(BadInputError):
+    """The trial folder belongs to another trial; nothing in it is touched."""
+
+
+class TrialInterrupted(Exception):
+    """SIGTERM or SIGUSR2 arrived; the trial stops at its last checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """A validated trial: plain dataclasses (no DictConfig), the resolved config and its id."""
+
+    trial_id: str
+    preset: str
+    arch: ArchConfig
+    data: DataConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+    speed: TrialSpeedConfig
+    seed: int
+    device: str
+    threads: int | None
+    save_deploy: bool
+    config: dict[str, Any]
+
+
+def typed_config(cfg: DictConfig | dict) -> TrialConfig:
+    """The config as a typed `TrialConfig` (OmegaConf checks every key and type against the schema)."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    container.pop("hydra", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrialConfig), container))
+
+
+def settings_from_typed(typed: TrialConfig) -> TrialSettings:
+    """Validate a typed trial config completely, before anything runs (plain Python: cheap per trial)."""
+    validate_train(typed.train, typed.data, resolve_device(typed.device))
+    validate_tracking(typed.tracking)
+    _validate_run(typed)
+    arch = to_arch(typed.model, typed.variant, expected_num_classes(typed.data))
+    config = dataclasses.asdict(typed)
+    config.pop("output_dir", None)
+    return TrialSettings(
+        trial_id=trial_id(config, arch),
+        preset=typed.model.name,
+        arch=arch,
+        data=typed.data,
+        train=typed.train,
+        tracking=typed.tracking,
+        speed=typed.speed,
+        seed=typed.seed,
+        device=typed.device,
+        threads=typed.threads,
+        save_deploy=typed.save_deploy,
+        config=config,
+    )
+
+
+def settings_from_config(cfg: DictConfig | dict) -> TrialSettings:
+    """Validate a trial config (Hydra node or plain dict) completely, before anything runs."""
+    return settings_from_typed(typed_config(cfg))
+
+
+def validate(cfg: DictConfig | dict) -> TrialSettings:
+    """Entry-point validation hook (tests compose every conf/ file through it)."""
+    return settings_from_config(cfg)
+
+
+def _validate_run(cfg: TrialConfig) -> None:
+    if cfg.threads is not None and cfg.threads < 1:
+        raise BadInputError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
+    if cfg.speed.dtype not in DTYPES:
+        raise BadInputError(f"speed.dtype={cfg.speed.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    for key in ("batch_size", "iters"):
+        if getattr(cfg.speed, key) < 1:
+            raise BadInputError(f"speed.{key}={getattr(cfg.speed, key)} must be >= 1")
+    if cfg.speed.input_size is not None and cfg.speed.input_size < 32:
+        raise BadInputError(f"speed.input_size={cfg.speed.input_size} must be >= 32, or null for data.image_size")
+
+
+def trial_id(config: dict[str, Any], arch: ArchConfig) -> str:
+    """Hash of what determines the trial's results: the effective architecture and the resolved settings.
+
+    The architecture enters with the preset's values filled in, so `model=b1g4` and `model=b1 model.groups=4`
+    are the same trial; tracking, device and thread settings are left out.
+    """
+    content = {
+        "arch": arch.identity(),
+        "data": {k: v for k, v in config["data"].items() if k not in NOT_IN_ID["data"]},
+        "train": {k: v for k, v in config["train"].items() if k != "log_interval"},
+        "speed": config["speed"],
+        "seed": config["seed"],
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
+    return digest[:12]
