@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from .data import DataConfig
 from .engine import TrainConfig
 from .models import ArchConfig, BlockSpec, arch_config
+from .profile.protocols import SpeedProtocol
 
 # The config tree ships inside the package, so an installed wheel runs from any directory.
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -35,16 +36,17 @@ class ModelConfig:
     use_se: bool | None = None  # squeeze-excitation after each block's branch sum
 
 
-def _mutable_schema(spec: type, name: str, doc: str) -> type:
-    """A Hydra schema for a frozen dataclass: the same fields and defaults, tuples as lists."""
+def _mutable_schema(spec: type, schema_name: str, doc: str, **defaults: Any) -> type:
+    """A Hydra schema for a frozen dataclass: the same fields and defaults (or `defaults`), tuples as lists."""
     fields = []
     for f in dataclasses.fields(spec):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = defaults.get(f.name, default)
         if isinstance(default, tuple):
             fields.append((f.name, list[str], field(default_factory=lambda d=default: list(d))))
         else:
             fields.append((f.name, typing.get_type_hints(spec)[f.name], field(default=default)))
-    return dataclasses.make_dataclass(name, fields, namespace={"__doc__": doc})
+    return dataclasses.make_dataclass(schema_name, fields, namespace={"__doc__": doc})
 
 
 # The block variant: `variant=<name>` picks a file of conf/variant/, `variant.<field>=...` changes a field. Every
@@ -71,16 +73,11 @@ def plain_dict(node: Any) -> dict:
     return dict(node)
 
 
-@dataclass
-class SpeedConfig:
-    """How the deploy form's speed is measured."""
-
-    batch_size: int = 32  # images per forward pass
-    input_size: int = 224  # square input side, pixels
-    dtype: str = "float32"  # float32 | float16 | bfloat16
-    warmup: int = 3  # untimed batches before timing
-    iters: int = 10  # timed batches
-    channels_last: bool = False  # NHWC memory format (helps on CUDA and some CPUs)
+# The speed protocol: `speed=<name>` picks a file of conf/speed/ (auto: paper on a GPU, cpu on the CPU),
+# `speed.<field>=...` changes a field. Every field, its meaning and its default is documented on SpeedProtocol.
+SpeedConfig = _mutable_schema(
+    SpeedProtocol, "SpeedConfig", "The speed protocol (fields: profile.SpeedProtocol).", name="auto"
+)
 
 
 @dataclass
@@ -109,10 +106,12 @@ class TrackingConfig:
 
 
 @dataclass
-class TrialSpeedConfig(SpeedConfig):
-    """Speed of the trained deploy form, on the trial's device; input_size null = the trial's image size."""
+class GateConfig:
+    """The conversion gate of a trial: a check of the deploy form, not part of what the trial is (not in its id)."""
 
-    input_size: int | None = None  # type: ignore[assignment]
+    max_rel_error: float = 1e-4  # bound on max|y_train - y_deploy| / max|y_train| over the gate's images
+    dtype: str = "float32"  # float32 (TF32 off, no autocast) | float64 (copies of both forms)
+    images: int = 256  # the first validation images compared (a fixed set: the loader's order)
 
 
 @dataclass
@@ -124,12 +123,15 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    speed: TrialSpeedConfig = field(default_factory=TrialSpeedConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)  # the protocol of the deploy form's speed figure
+    gate: GateConfig = field(default_factory=GateConfig)  # the conversion check
     seed: int = 0  # seeds weight init, data order and augmentation
     device: str = "auto"  # auto (cuda when visible, else cpu) | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads of this trial; null = torch's default (all cores)
     save_deploy: bool = True  # write the deploy form's weights (deploy.pt) into the trial folder
     output_dir: str | None = None  # trial folder; null = outputs/trials/<preset>-<variant>-s<seed>-<trial id>
+    speed_dir: str | None = None  # where speed figures are kept, one per (deploy architecture, device, protocol);
+    #   null = <trial folder>/speed. A sweep points all its trials at <sweep folder>/speed
 
 
 def register_configs() -> None:

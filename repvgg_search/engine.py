@@ -368,19 +368,23 @@ def _finish_epoch(model, state: _EpochState, optimizer, device: torch.device, st
     return result
 
 
-def evaluate(model: nn.Module, loader, *, device: torch.device | str, amp: str = "none", reduce: bool = True) -> dict:
+def evaluate(
+    model: nn.Module, loader, *, device: torch.device | str, amp: str = "none", reduce: bool = True, keep: bool = False
+) -> dict:
     """top1 (%), mean cross-entropy loss, correct and total over the whole evaluation set.
 
     With a process group and `reduce`, every rank must call it: the sums of the ranks' shards are combined
     (a collective). `reduce=False` counts only this process's loader, e.g. rank 0 alone on an unsharded
-    loader from `build_loaders(..., distributed=False)`. Runs the unwrapped module in eval mode under
-    inference_mode and restores its previous mode.
+    loader from `build_loaders(..., distributed=False)`. With `keep`, also this process's per-image predicted
+    class (`pred`) and top-1 minus top-2 logit (`margin`), on the CPU, in loader order. Runs the unwrapped
+    module in eval mode under inference_mode and restores its previous mode.
     """
     device = torch.device(device)
     net = unwrap(model)
     was_training = net.training
     net.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)
+    preds, margins = [], []
     with torch.inference_mode(), autocast(amp, device):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -388,14 +392,23 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | str, amp: str =
             sums[0] += F.cross_entropy(out, y, reduction="sum")
             sums[1] += (out.argmax(1) == y).sum()
             sums[2] += y.shape[0]
+            if keep:
+                top2 = out.topk(min(2, out.shape[1]), dim=1).values
+                preds.append(out.argmax(1).cpu())
+                margins.append((top2[:, 0] - top2[:, -1]).cpu())
     net.train(was_training)
     loss_sum, correct, total = (all_reduce_sum(sums) if reduce else sums).tolist()
-    return {
+    result = {
         "top1": 100.0 * correct / max(total, 1),
         "loss": loss_sum / max(total, 1),
         "correct": int(correct),
         "total": int(total),
     }
+    if keep:
+        result.update(
+            pred=torch.cat(preds) if preds else torch.zeros(0), margin=torch.cat(margins) if margins else torch.zeros(0)
+        )
+    return result
 
 
 __all__ = [

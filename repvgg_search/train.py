@@ -47,8 +47,9 @@ def _summary(result: dict) -> str:
     return (
         f"trial {result['trial_id']}: top1 {m['top1']:.2f}%, deploy top1 {deploy}; "
         f"deploy {c['deploy']['params'] / 1e6:.2f} M params, {c['deploy']['macs'] / 1e9:.3f} GMACs at 224; "
-        f"{sp['images_per_s']:.0f} images/s ({sp['form']} form, batch {sp['batch_size']}, "
-        f"{'x'.join(map(str, sp['input_size']))}, {sp['dtype']}, {sp['device_name']})"
+        f"{sp['images_per_s']:.0f} images/s (protocol {sp['protocol']}: {sp['form']} form, batch {sp['batch_size']}, "
+        f"{'x'.join(map(str, sp['input_size']))}, {sp['dtype']}, spread {sp['spread']:.2f}, {sp['device_name']}, "
+        f"{sp['source']})"
     )
 
 
@@ -68,6 +69,9 @@ def main(cfg: DictConfig) -> None:
         sys.exit(EXIT_INTERRUPTED)
     if "metrics" not in result:  # ranks other than 0 of a multi-process trial record nothing
         return
+    if result["status"] != "completed":  # e.g. a failed conversion gate: the training is kept
+        print(f"error: {result['error']} (recorded in {trial_dir / 'result.json'})", file=sys.stderr)
+        sys.exit(1)
     print(_summary(result))
     print(json.dumps({"trial_id": result["trial_id"], "status": result["status"]}))
 

@@ -26,3 +26,12 @@ def slurm_up() -> bool:
         return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+def require_gpu(count: int = 1) -> None:
+    """Skip unless `count` CUDA devices are visible (the one skip CI allows, for `gpu` tests without a GPU)."""
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible < count:
+        pytest.skip(f"needs {count} CUDA device(s); {visible} visible")

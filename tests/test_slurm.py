@@ -74,6 +74,22 @@ def test_ablation_sweep_as_a_job_array(tmp_path):
     wait_for(lambda: sacct_state(jobs[0]["job_id"]) == "COMPLETED", 30, "sacct to report COMPLETED")
 
 
+def test_several_trials_share_one_array_task(tmp_path):
+    """launcher.trials_per_task=2: three trials in two array tasks, the first two side by side in one task."""
+    folder = tmp_path / "packed"
+    proc = subprocess.run(
+        sweep_cmd(folder, "sweep.axes={variant:[full,no_1x1,no_branches]}", "train.epochs=1",
+                  "launcher.trials_per_task=2", "launcher.cpus_per_task=2"),
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    jobs = records.read_jsonl(folder / "jobs.jsonl")
+    assert len(jobs) == 3 and jobs[0]["job_id"] == jobs[1]["job_id"] != jobs[2]["job_id"]
+    assert pd.read_csv(folder / "results.csv")["status"].tolist() == ["completed"] * 3
+    packed = [json.loads((folder / "trials" / j["trial_id"] / "result.json").read_text()) for j in jobs[:2]]
+    assert all(r["config"]["threads"] == 1 for r in packed)  # the task's 2 cores shared evenly
+
+
 def test_cancelled_job_is_recorded_as_cancelled(tmp_path):
     folder = tmp_path / "cancel"
     driver = start(folder, "sweep.axes={variant:[full]}", "train.epochs=50")

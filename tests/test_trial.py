@@ -61,13 +61,19 @@ def test_trial_records(finished: Path):
     assert result["complexity"]["deploy"]["params"] < result["complexity"]["train"]["params"]
     speed = result["speed"]
     assert speed["form"] == "deploy" and speed["images_per_s"] > 0 and speed["latency_ms"] > 0
-    assert (speed["device"], speed["batch_size"], speed["input_size"], speed["dtype"]) == (
-        "cpu",
-        32,
-        [3, 32, 32],
-        "float32",
+    # speed=auto on the CPU is the `cpu` protocol; `speed.iters=2` changes it, and its name says so.
+    assert (speed["protocol"], speed["device"], speed["batch_size"], speed["input_size"], speed["dtype"]) == (
+        "cpu+iters=2", "cpu", 16, [3, 224, 224], "float32",
+    )  # fmt: skip
+    assert len(speed["rounds_images_per_s"]) == 5 and speed["spread"] >= 1 and speed["source"] == "measured"
+    assert {"torch", "host", "threads", "channels_last", "device_key", "layout_probe"} <= set(speed)
+    conversion = result["conversion"]
+    assert conversion["converted"] and conversion["gate"]["passed"] and conversion["gate"]["max_rel_error"] < 1e-4
+    assert (
+        conversion["agreement"]["images"] == result["metrics"]["val_images"]
+        and conversion["agreement"]["precision"] == "none"
     )
-    assert result["conversion"]["converted"] and result["conversion"]["max_abs_error"] < 1e-3
+    assert (finished / "speed" / f"{speed['key']}.json").exists()
     assert result["config"]["model"]["a"] == 0.25 and result["arch"]["widths"] == [16, 16, 32, 64, 128]
     assert {"setup_s", "train_s", "total_s"} <= set(result["timings"]) and result["versions"]["torch"]
     assert result["git_commit"]
@@ -195,5 +201,5 @@ def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
     result = json.loads((out / "result.json").read_text())
     val_images = len(digits_split(0.2, 0)[1])
     assert result["status"] == "completed" and result["metrics"]["val_images"] == val_images  # both shards
-    assert result["conversion"]["top1_diff_images"] <= 1
+    assert result["conversion"]["gate"]["passed"] and result["conversion"]["agreement"]["images"] == val_images
     assert len(records.read_jsonl(out / "metrics.jsonl")) == 1 and len(list((out / "wandb").glob("offline-run-*"))) == 1

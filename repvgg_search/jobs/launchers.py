@@ -6,7 +6,6 @@ which executor; nothing outside this module looks at a launcher's name.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import submitit
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..devices import cpu_cores
 from ..errors import BadInputError
 
 
@@ -33,6 +33,7 @@ class LocalLauncherConfig:
     max_parallel: int | None = None  # jobs at once; null = visible GPUs, or CPU cores (at most 8) without GPUs
     threads_per_trial: int | None = None  # torch CPU threads per job; null = cores // max_parallel (>= 1)
     gpus_per_trial: int | None = None  # null = 1 when GPUs are visible, else 0
+    trials_per_gpu: int = 1  # trials sharing one GPU at once (small trials leave most of a big GPU idle)
     timeout_min: float = 720.0  # wall-clock limit of one job, minutes
 
 
@@ -47,6 +48,7 @@ class SlurmLauncherConfig:
     mem_gb: float | None = None  # memory per job, GB; null = the partition's default
     timeout_min: int = 60  # time limit per job, minutes (a job near it is requeued and resumes)
     max_parallel: int = 16  # jobs running at once: the array's %N (grid sweeps), the workers (searches)
+    trials_per_task: int = 1  # trials run side by side inside one array task, sharing its GPUs and cores
     nodes: int = 1  # nodes per job (DDP across nodes when > 1)
     tasks_per_node: int = 1  # processes per node (one per GPU for DDP)
     account: str | None = None  # --account
@@ -69,10 +71,6 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 class Launcher:
     """Where jobs run. `max_parallel`: jobs at once; `threads`: torch threads per job (None: the job's own);
     `queues_itself`: the scheduler holds the queue (submit everything at once); `inline`: jobs run in the driver
@@ -87,6 +85,7 @@ class Launcher:
         self.cfg = cfg
         self.max_parallel = 1
         self.threads: int | None = None
+        self.per_job = 1  # trials (keys) one job runs side by side
 
     def check(self) -> None:
         """Refuse settings no job can run with, before anything is submitted."""
@@ -117,30 +116,33 @@ class LocalLauncher(Launcher):
         super().__init__(cfg)
         gpus = visible_gpus()
         self.gpus_per_job = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else (1 if gpus else 0)
-        auto = max(1, gpus // self.gpus_per_job) if self.gpus_per_job else min(_cores(), 8)
-        self.max_parallel = cfg.max_parallel or auto
-        self.threads = cfg.threads_per_trial or max(1, _cores() // self.max_parallel)
-        self.free_gpus = list(range(gpus))
+        self.slots = GpuSlots(gpus, max(cfg.trials_per_gpu, 1))
+        auto = self.slots.capacity(self.gpus_per_job) if self.gpus_per_job else min(cpu_cores(), 8)
+        self.max_parallel = cfg.max_parallel or max(auto, 1)
+        self.threads = cfg.threads_per_trial or max(1, cpu_cores() // self.max_parallel)
         self.held: dict[str, list[int]] = {}
 
     def check(self) -> None:
         cfg = self.cfg
         if cfg.max_parallel is not None and cfg.max_parallel < 1:
             raise LauncherError(f"launcher.max_parallel={cfg.max_parallel} must be >= 1 (or null for auto)")
+        if cfg.trials_per_gpu < 1:
+            raise LauncherError(f"launcher.trials_per_gpu={cfg.trials_per_gpu} must be >= 1")
         if cfg.timeout_min <= 0:
             raise LauncherError(f"launcher.timeout_min={cfg.timeout_min} must be > 0")
         if self.gpus_per_job > visible_gpus():
             raise LauncherError(f"launcher.gpus_per_trial={self.gpus_per_job} but {visible_gpus()} GPU(s) are visible")
-        if self.gpus_per_job and self.max_parallel * self.gpus_per_job > visible_gpus():
+        if self.gpus_per_job and self.max_parallel > self.slots.capacity(self.gpus_per_job):
             raise LauncherError(
-                f"launcher.max_parallel={self.max_parallel} jobs x {self.gpus_per_job} GPU(s) each, but "
-                f"{visible_gpus()} GPU(s) are visible"
+                f"launcher.max_parallel={self.max_parallel} trials x {self.gpus_per_job} GPU(s) each, but "
+                f"{visible_gpus()} GPU(s) x launcher.trials_per_gpu={cfg.trials_per_gpu} hold "
+                f"{self.slots.capacity(self.gpus_per_job)}"
             )
 
     def submit(self, folder: Path, fns: list[Callable[[], Any]]) -> list[submitit.Job]:
         jobs = []
         for fn in fns:
-            gpus = [self.free_gpus.pop(0) for _ in range(self.gpus_per_job)]
+            gpus = self.slots.take(self.gpus_per_job)
             ex = submitit.LocalExecutor(folder=folder)
             params: dict[str, Any] = {"timeout_min": self.cfg.timeout_min}
             if gpus:
@@ -152,7 +154,32 @@ class LocalLauncher(Launcher):
         return jobs
 
     def release(self, job: submitit.Job) -> None:
-        self.free_gpus.extend(self.held.pop(str(job.job_id), []))
+        self.slots.give(self.held.pop(str(job.job_id), []))
+
+
+class GpuSlots:
+    """Which GPU each new trial gets: every GPU holds `per_gpu` trials at once; a trial needing k GPUs takes a slot
+    on k distinct ones, the least loaded first."""
+
+    def __init__(self, gpus: int, per_gpu: int) -> None:
+        self.per_gpu = per_gpu
+        self.free = dict.fromkeys(range(gpus), per_gpu)
+
+    def capacity(self, per_trial: int) -> int:
+        """Trials that fit at once."""
+        return len(self.free) * self.per_gpu // per_trial if per_trial else 0
+
+    def take(self, k: int) -> list[int]:
+        chosen = sorted((g for g, n in self.free.items() if n > 0), key=lambda g: (-self.free[g], g))[:k]
+        if len(chosen) < k:
+            raise RuntimeError(f"no free GPU slot for a trial of {k} GPU(s): {self.free}")  # a throttling bug
+        for g in chosen:
+            self.free[g] -= 1
+        return chosen
+
+    def give(self, gpus: list[int]) -> None:
+        for g in gpus:
+            self.free[g] += 1
 
 
 class SlurmLauncher(Launcher):
@@ -164,11 +191,17 @@ class SlurmLauncher(Launcher):
     def __init__(self, cfg: SlurmLauncherConfig) -> None:
         super().__init__(cfg)
         self.max_parallel = cfg.max_parallel
+        self.per_job = cfg.trials_per_task
 
     def check(self) -> None:
-        for key in ("cpus_per_task", "timeout_min", "max_parallel", "nodes", "tasks_per_node"):
+        for key in ("cpus_per_task", "timeout_min", "max_parallel", "nodes", "tasks_per_node", "trials_per_task"):
             if getattr(self.cfg, key) < 1:
                 raise LauncherError(f"launcher.{key}={getattr(self.cfg, key)} must be >= 1")
+        if self.per_job > 1 and (self.cfg.nodes > 1 or self.cfg.tasks_per_node > 1):
+            raise LauncherError(
+                f"launcher.trials_per_task={self.per_job} packs single-process trials into one task; it does not go "
+                f"with multi-process trials (launcher.nodes={self.cfg.nodes}, tasks_per_node={self.cfg.tasks_per_node})"
+            )
         check_slurm(self.cfg.partition)
 
     def submit(self, folder: Path, fns: list[Callable[[], Any]]) -> list[submitit.Job]:

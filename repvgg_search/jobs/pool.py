@@ -69,10 +69,14 @@ class JobLog:
 Ended = Callable[[Hashable, Any, str], bool]  # (key, job, state) -> run the key again?
 
 
+Make = Callable[[list[Hashable]], Callable[[], Any]]  # the keys one job runs -> the job's callable
+
+
 class JobPool:
-    """Runs keyed jobs through a launcher: at most `launcher.max_parallel` at once unless its scheduler queues
-    them, debug jobs inline, every wait bounded by `max_wait_h`; a job whose `ended` hook asks for a rerun is
-    resubmitted while its attempts (counted over driver runs through `attempts`) stay within `retries`."""
+    """Runs keyed work through a launcher: `launcher.per_job` keys per job (trials side by side in one task), at
+    most `launcher.max_parallel` jobs at once unless its scheduler queues them, debug jobs inline, every wait
+    bounded by `max_wait_h`. A key whose `ended` hook asks for a rerun is resubmitted while its attempts (counted
+    over driver runs through `attempts`) stay within `retries`."""
 
     def __init__(
         self,
@@ -84,41 +88,49 @@ class JobPool:
         max_wait_h: float,
         retries: int,
         attempts: dict[Hashable, int] | None = None,
+        per_job: int | None = None,
     ) -> None:
         self.launcher, self.folder, self.log = launcher, Path(folder), log
         self.poll_s, self.max_wait_h, self.retries = poll_s, max_wait_h, retries
+        self.per_job = per_job or launcher.per_job
         self.attempts: dict[Hashable, int] = dict(attempts or {})
-        self.active: dict[Hashable, Any] = {}
+        self.active: dict[tuple, Any] = {}  # the keys a job runs -> the job
 
-    def submit(self, keys: list[Hashable], make: Callable[[Hashable], Callable[[], Any]]) -> None:
-        if not keys:
+    @property
+    def active_keys(self) -> set[Hashable]:
+        return {k for keys in self.active for k in keys}
+
+    def submit(self, units: list[tuple], make: Make) -> None:
+        if not units:
             return
-        jobs = self.launcher.submit(self.folder, [make(k) for k in keys])
-        for key, job in zip(keys, jobs):
-            self.attempts[key] = self.attempts.get(key, 0) + 1
-            self.log.append(key, str(job.job_id), self.launcher.name, self.attempts[key])
-            self.active[key] = job
+        jobs = self.launcher.submit(self.folder, [make(list(unit)) for unit in units])
+        for unit, job in zip(units, jobs):
+            for key in unit:
+                self.attempts[key] = self.attempts.get(key, 0) + 1
+                self.log.append(key, str(job.job_id), self.launcher.name, self.attempts[key])
+            self.active[unit] = job
 
     def run(
         self,
         keys: list[Hashable],
-        make: Callable[[Hashable], Callable[[], Any]],
+        make: Make,
         ended: Ended,
         *,
         show: Callable[[], None] = lambda: None,
         done: Callable[[Hashable], bool] = lambda key: False,
         detach: bool = False,
     ) -> bool:
-        """Run every key's job to its end (rerunning as `ended` asks); False when it stopped waiting first.
+        """Run every key to its end (rerunning as `ended` asks); False when it stopped waiting first.
 
-        `done(key)` tells that a job's work is over before its job state says so (a trial's final record).
+        `done(key)` tells that a key's work is over before its job's state says so (a trial's final record).
         With `detach` and a scheduler that queues jobs, everything is submitted and the call returns at once.
         """
         queue, deadline = list(keys), time.monotonic() + self.max_wait_h * 3600
         while queue or self.active:
-            room = len(queue) if self.launcher.queues_itself else self.launcher.max_parallel - len(self.active)
-            batch, queue = queue[: max(room, 0)], queue[max(room, 0) :]
-            self.submit(batch, make)
+            units = [tuple(queue[i : i + self.per_job]) for i in range(0, len(queue), self.per_job)]
+            room = len(units) if self.launcher.queues_itself else max(self.launcher.max_parallel - len(self.active), 0)
+            self.submit(units[:room], make)
+            queue = [k for unit in units[room:] for k in unit]
             if detach and self.launcher.queues_itself:
                 return False
             if self.launcher.inline:
@@ -134,12 +146,14 @@ class JobPool:
 
     def _reap(self, ended: Ended, done: Callable[[Hashable], bool]) -> list[Hashable]:
         again = []
-        for key in [k for k, job in self.active.items() if done(k) or job_state(job) not in ACTIVE_STATES]:
-            job = self.active.pop(key)
+        for unit in [u for u, job in self.active.items() if all(map(done, u)) or job_state(job) not in ACTIVE_STATES]:
+            job = self.active.pop(unit)
             self.launcher.release(job)
-            if ended(key, job, job_state(job)) and self.attempts.get(key, 0) <= self.retries:
-                _log.warning("%s %s ended; resubmitting (attempt %d)", self.log.key, key, self.attempts[key] + 1)
-                again.append(key)
+            state = job_state(job)
+            for key in unit:
+                if ended(key, job, state) and self.attempts.get(key, 0) <= self.retries:
+                    _log.warning("%s %s ended; resubmitting (attempt %d)", self.log.key, key, self.attempts[key] + 1)
+                    again.append(key)
         return again
 
     def _run_inline(self) -> None:
@@ -150,10 +164,10 @@ class JobPool:
                 _log.error("job %s failed: %s", job.job_id, exc)
 
     def cancel(self, on_cancel: Callable[[Hashable, Any], None] | None = None) -> None:
-        """Cancel every active job (and tell `on_cancel` about each)."""
-        for key, job in list(self.active.items()):
+        """Cancel every active job (and tell `on_cancel` about each of its keys)."""
+        for unit, job in list(self.active.items()):
             job.cancel(check=False)
-            if on_cancel is not None:
+            for key in unit if on_cancel is not None else ():
                 on_cancel(key, job)
         self.active.clear()
 

@@ -10,62 +10,68 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from ..config import CONF_DIR, ProfileConfig, SpeedConfig, plain_dict, register_configs, to_arch
-from ..errors import BadInputError, exit_on_bad_input
+from ..config import CONF_DIR, ProfileConfig, plain_dict, register_configs, to_arch
+from ..devices import resolve_device
+from ..errors import exit_on_bad_input
 from ..models import ArchConfig, build_model, list_models, load_state_dict, reparameterize_model
 from ..schema import MAC_CONVENTION
 from .complexity import complexity
-from .speed import DTYPES, equivalence_error, resolve_device, throughput
+from .protocols import SpeedProtocol, resolve_protocol
+from .speed import equivalence_error
+from .stage import speed_figure
 
 register_configs()
 
 
 def profile_arch(
-    arch: ArchConfig, speed: SpeedConfig, device: torch.device, checkpoint: str | None = None, seed: int = 0
+    arch: ArchConfig, protocol: SpeedProtocol, device: torch.device, checkpoint: str | None = None, seed: int = 0
 ) -> dict[str, Any]:
-    """Complexity at 224x224, speed at `speed`, and equivalence error of one architecture's two forms."""
+    """Complexity at 224x224, speed under `protocol`, and equivalence error of one architecture's two forms."""
     torch.manual_seed(seed)
     train_model = build_model(arch).eval()
     if checkpoint:
         load_state_dict(train_model, checkpoint)
     forms = {"train": train_model}
     out: dict[str, Any] = {"arch": arch}
+    side = protocol.input_size or 224
     if arch.reparameterizable:
         forms["deploy"] = reparameterize_model(train_model)
-        x = torch.randn(2, 3, speed.input_size, speed.input_size, generator=torch.Generator().manual_seed(seed))
+        x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(seed))
         out["conversion"] = equivalence_error(train_model, forms["deploy"], x)
-    size = (3, speed.input_size, speed.input_size)
     for name, model in forms.items():
-        out[name] = {
-            "complexity": complexity(model, (3, 224, 224)),
-            "speed": throughput(
-                model,
-                batch_size=speed.batch_size,
-                input_size=size,
-                device=device,
-                dtype=speed.dtype,
-                warmup=speed.warmup,
-                iters=speed.iters,
-                channels_last=speed.channels_last,
-            ),
-        }
+        speed = speed_figure(model, protocol, device, None, side=side)  # with the device to itself
+        out[name] = {"complexity": complexity(model, (3, 224, 224)), "speed": speed}
     return out
 
 
 def _table(results: list[dict[str, Any]], speed: dict[str, Any]) -> Table:
+    layout = "channels_last" if speed["channels_last"] else "NCHW"
+    tf32 = "" if speed["tf32"] is None else f", TF32 {'on' if speed['tf32'] else 'off'}"
     title = (
-        f"train vs deploy form; MACs: {MAC_CONVENTION}, at 3x224x224; speed: batch {speed['batch_size']}, "
-        f"{'x'.join(map(str, speed['input_size']))}, {speed['dtype']}, {speed['device_name']} "
-        f"({speed['device']}, {speed['threads']} threads)"
+        f"train vs deploy form; MACs: {MAC_CONVENTION}, at 3x224x224; speed: protocol {speed['protocol']}, batch "
+        f"{speed['batch_size']}, {'x'.join(map(str, speed['input_size']))}, {speed['dtype']}{tf32}, {layout}, "
+        f"median of {len(speed['rounds_images_per_s'])} rounds, {speed['device_name']} ({speed['device']}, "
+        f"{speed['threads']} threads)"
     )
     table = Table(title=title, title_justify="left")
-    for col in ("preset", "variant", "form", "params (M)", "GMACs", "images/s", "latency ms (median)", "rel. error"):
+    cols = (
+        "preset",
+        "variant",
+        "form",
+        "params (M)",
+        "GMACs",
+        "images/s",
+        "spread",
+        "latency ms (median)",
+        "rel. error",
+    )
+    for col in cols:
         table.add_column(col, justify="right" if col not in ("preset", "variant", "form") else "left")
     for r in results:
         arch = r["arch"]
         for form in ("train", "deploy"):
             if form not in r:
-                table.add_row("", "", "deploy", "-", "-", "-", "-", "not re-parameterizable")
+                table.add_row("", "", "deploy", "-", "-", "-", "-", "-", "not re-parameterizable")
                 continue
             c, s = r[form]["complexity"], r[form]["speed"]
             err = f"{r['conversion']['max_rel_error']:.1e}" if form == "deploy" else ""
@@ -77,6 +83,7 @@ def _table(results: list[dict[str, Any]], speed: dict[str, Any]) -> Table:
                 f"{c['params'] / 1e6:.2f}",
                 f"{c['macs'] / 1e9:.2f}",
                 f"{s['images_per_s']:.1f}",
+                f"{s['spread']:.3f}" + ("" if s["reliable"] else " (unreliable)"),
                 f"{s['latency_ms']:.1f}",
                 err,
             )
@@ -85,12 +92,7 @@ def _table(results: list[dict[str, Any]], speed: dict[str, Any]) -> Table:
 
 def validate(cfg: ProfileConfig | DictConfig) -> dict[str, ArchConfig]:
     """Check the whole profile config; returns the architectures to profile, by preset name."""
-    if cfg.speed.dtype not in DTYPES:
-        raise BadInputError(f"speed.dtype={cfg.speed.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
-    for key in ("batch_size", "input_size", "iters"):
-        if getattr(cfg.speed, key) < 1:
-            raise BadInputError(f"speed.{key} must be >= 1, got {getattr(cfg.speed, key)}")
-    resolve_device(cfg.device)
+    resolve_protocol(plain_dict(cfg.speed), resolve_device(cfg.device))
     names = list_models() if cfg.all_presets else [cfg.model.name]
     return {name: to_arch({**plain_dict(cfg.model), "name": name}, cfg.variant, cfg.num_classes) for name in names}
 
@@ -99,9 +101,10 @@ def run(cfg: ProfileConfig | DictConfig) -> list[dict[str, Any]]:
     """Profile the configured architecture (or every preset); returns one result per architecture."""
     archs = validate(cfg)  # everything is checked before the first (slow) measurement
     device = resolve_device(cfg.device)
+    protocol = resolve_protocol(plain_dict(cfg.speed), device)
     results = []
     for name, arch in archs.items():
-        results.append({"preset": name, **profile_arch(arch, cfg.speed, device, cfg.checkpoint, cfg.seed)})
+        results.append({"preset": name, **profile_arch(arch, protocol, device, cfg.checkpoint, cfg.seed)})
     console = Console()
     if not console.is_terminal:
         console.width = 160  # batch logs: do not wrap the table at 80 columns

@@ -1,75 +1,154 @@
-"""Speed: throughput and latency of a model on a device, and the numeric equivalence of two forms."""
+"""Speed: a model's throughput and latency under a protocol, measured on a copy (the caller's model never changes),
+in repeated rounds whose spread is checked; and the numeric equivalence of two forms."""
 
 from __future__ import annotations
 
-import platform
+import contextlib
+import copy
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import BadInputError
+from ..devices import cpu_cores, cuda_flags, device_key, environment, resolve_device
+from .protocols import DTYPES, SpeedError, SpeedProtocol
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` means the first CUDA device when one is visible, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"device={device!r} but no CUDA device is visible; allowed here: auto, cpu")
-    return dev
+__all__ = ["DTYPES", "equivalence_error", "measure", "randomize_bn_", "throughput"]
 
 
-def device_name(device: torch.device) -> str:
-    """A human-readable name of the device (GPU model or CPU model)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def measure(
+    model: nn.Module, protocol: SpeedProtocol, device: str | torch.device = "auto", *, side: int | None = None,
+    in_channels: int = 3,
+) -> dict[str, Any]:  # fmt: skip
+    """The speed of `model` under `protocol` on `device`: images/s and latency of the median round, the spread of
+    the rounds (max/min rate), whether it is reliable, and everything that changes the figure.
+
+    `side` is the input side when the protocol leaves it to the caller (input_size null). The model is copied,
+    then cast, moved and put in eval mode: the caller's model keeps its device, dtype, layout and mode.
+    """
+    dev = resolve_device(device)
+    side = protocol.input_size or side
+    if side is None:
+        raise SpeedError(f"speed protocol {protocol.name!r} has input_size null: the caller must give the input side")
+    shape = (protocol.batch_size, in_channels, side, side)
+    net = copy.deepcopy(model).eval().to(device=dev, dtype=DTYPES[protocol.dtype])
+    flags = cuda_flags(dev, tf32=protocol.tf32, cudnn_benchmark=protocol.cudnn_benchmark)
+    with flags, _threads(protocol, dev), torch.inference_mode():
+        probe = _probe_layouts(net, shape, dev) if protocol.channels_last is None else None
+        layout = protocol.channels_last if probe is None else probe["channels_last"] > probe["contiguous"]
+        x = _prepare(net, shape, dev, layout)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        for _ in range(protocol.warmup):
+            net(x)
+        attempts, rounds = 0, []
+        while attempts <= protocol.retries:
+            attempts += 1
+            rounds = [_round(net, x, dev, protocol.iters) for _ in range(protocol.rounds)]
+            if _spread(rounds) <= protocol.max_spread:
+                break
+        threads = torch.get_num_threads()
+    return _record(protocol, dev, shape, layout, probe, rounds, attempts, threads)
+
+
+def _round(net: nn.Module, x: torch.Tensor, dev: torch.device, iters: int) -> list[float]:
+    """Seconds of each of `iters` timed batches (CUDA: events after synchronizing)."""
+    return [_timed_call(net, x, dev) for _ in range(iters)]
+
+
+def _spread(rounds: list[list[float]]) -> float:
+    totals = [sum(r) for r in rounds]
+    return max(totals) / min(totals)
+
+
+def _record(protocol, dev, shape, layout, probe, rounds, attempts, threads) -> dict[str, Any]:
+    batch = shape[0]
+    totals = sorted(sum(r) for r in rounds)
+    median_round = statistics.median(totals)
+    times = [t for r in rounds for t in r]
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    spread = _spread(rounds)
+    return {
+        "protocol": protocol.name,
+        "images_per_s": batch * len(rounds[0]) / median_round,
+        "latency_ms": statistics.median(times) * 1e3,
+        "latency_ms_iqr": (q[2] - q[0]) * 1e3,
+        "latency_ms_min": min(times) * 1e3,
+        "spread": spread,
+        "reliable": spread <= protocol.max_spread,
+        "rounds_images_per_s": [batch * len(r) / sum(r) for r in rounds],
+        "attempts": attempts,
+        "batch_size": batch,
+        "input_size": list(shape[1:]),
+        "dtype": protocol.dtype,
+        "tf32": protocol.tf32 if dev.type == "cuda" else None,
+        "cudnn_benchmark": protocol.cudnn_benchmark if dev.type == "cuda" else None,
+        "channels_last": bool(layout),
+        "layout_probe": probe,
+        "threads": threads,
+        "runtime": protocol.runtime,
+        "device_key": device_key(dev),
+        **environment(dev),
+        "peak_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        "protocol_fields": protocol.fields(),
+    }
+
+
+def _prepare(net: nn.Module, shape: tuple[int, ...], dev: torch.device, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net.to(memory_format=fmt)
+    dtype = next(net.parameters()).dtype
+    return torch.randn(*shape, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+
+
+def _probe_layouts(net: nn.Module, shape: tuple[int, ...], dev: torch.device) -> dict[str, float]:
+    """images/s of a short run in each memory layout (best of 3 batches after 2 untimed ones)."""
+    out = {}
+    for name, layout in (("contiguous", False), ("channels_last", True)):
+        x = _prepare(net, shape, dev, layout)
+        for _ in range(2):
+            net(x)
+        out[name] = shape[0] / min(_timed_call(net, x, dev) for _ in range(3))
+    return out
+
+
+@contextlib.contextmanager
+def _threads(protocol: SpeedProtocol, dev: torch.device) -> Iterator[None]:
+    """The protocol's CPU threads while timing (null: every core the process may use); restored after."""
+    if dev.type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(protocol.threads or cpu_cores())
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
-@torch.inference_mode()
 def throughput(
     model: nn.Module,
     *,
     batch_size: int = 32,
     input_size: tuple[int, int, int] = (3, 224, 224),
     device: str | torch.device = "auto",
-    dtype: str | torch.dtype = "float32",
+    dtype: str = "float32",
     warmup: int = 3,
     iters: int = 10,
     channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Inference speed of `model` on random input: images/s, median latency per batch, spread, memory.
-
-    The model is moved to `device`/`dtype` in place and run in eval mode (its mode is restored afterwards).
-    CUDA timing synchronizes around every batch; `images_per_s` is batch_size / mean batch time.
-    """
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    dt = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    was_training = model.training
-    model.eval().to(device=dev, dtype=dt)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=fmt)
-    x = torch.randn(batch_size, *input_size, device=dev, dtype=dt).contiguous(memory_format=fmt)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    for _ in range(warmup):
-        model(x)
-    times = [_timed_call(model, x, dev) for _ in range(iters)]
-    model.train(was_training)
-    return _speed_record(times, batch_size, input_size, dev, dt, channels_last)
+    """One quick figure: a single round of `iters` batches under an ad-hoc protocol (see `measure` for the full
+    one). The caller's model is left as it was."""
+    if len(input_size) != 3 or input_size[1] != input_size[2]:
+        raise SpeedError(f"input_size={tuple(input_size)} must be (channels, side, side)")
+    protocol = SpeedProtocol(
+        name="adhoc", batch_size=batch_size, input_size=input_size[1], dtype=dtype, channels_last=channels_last,
+        warmup=warmup, iters=iters, rounds=1, retries=0, tf32=torch.backends.cudnn.allow_tf32,
+    )  # fmt: skip
+    return measure(model, protocol, device, in_channels=input_size[0])
 
 
 def _timed_call(model: nn.Module, x: torch.Tensor, dev: torch.device) -> float:
@@ -83,25 +162,6 @@ def _timed_call(model: nn.Module, x: torch.Tensor, dev: torch.device) -> float:
     t0 = time.perf_counter()
     model(x)
     return time.perf_counter() - t0
-
-
-def _speed_record(times, batch_size, input_size, dev, dt, channels_last) -> dict[str, Any]:
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {
-        "images_per_s": batch_size / statistics.fmean(times),
-        "latency_ms": statistics.median(times) * 1e3,
-        "latency_ms_iqr": (q[2] - q[0]) * 1e3,
-        "latency_ms_min": min(times) * 1e3,
-        "device": dev.type,
-        "device_name": device_name(dev),
-        "threads": torch.get_num_threads(),
-        "batch_size": batch_size,
-        "input_size": list(input_size),
-        "dtype": str(dt).removeprefix("torch."),
-        "channels_last": channels_last,
-        "iters": len(times),
-        "peak_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
-    }
 
 
 @torch.no_grad()

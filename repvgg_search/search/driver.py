@@ -85,11 +85,11 @@ class SearchSweep:
         folder.acquire_driver()
         log = JobLog(folder.root / WORKERS_JSONL, "worker")
         pool = JobPool(self.launcher, folder.jobs_dir, log, poll_s=plan.poll_s, max_wait_h=self.spec.max_wait_h,
-                       retries=self.spec.retries)  # fmt: skip
+                       retries=self.spec.retries, per_job=1)  # fmt: skip
         progress = Progress(f"search {plan.study_name}", plan.settings.n_trials)
         try:
             with pool.cancelling_on_exit():
-                pool.run(list(range(plan.workers)), lambda w: SearchWorker(plan, w), self._ended,
+                pool.run(list(range(plan.workers)), lambda workers: SearchWorker(plan, workers[0]), self._ended,
                          show=lambda: self._show(progress, len(pool.active)), detach=detach)  # fmt: skip
         finally:
             progress.close()

@@ -158,7 +158,8 @@ def plan_search(cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> Sea
 
 def definition_digest(s: SearchSettings, base: dict[str, Any]) -> str:
     """What determines the study's results: the base trial config and the search, not its size or plumbing."""
-    trial_part = {k: v for k, v in base.items() if k not in ("tracking", "threads", "device", "output_dir")}
+    plumbing = ("tracking", "threads", "device", "output_dir", "speed_dir", "gate")
+    trial_part = {k: v for k, v in base.items() if k not in plumbing}
     trial_part["data"] = {k: v for k, v in base["data"].items() if k not in NOT_IN_ID["data"]}
     search_part = {
         k: v

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import math
@@ -104,9 +105,14 @@ class CandidateRunner:
 
     def _run(self, trial: optuna.Trial, settings, trial_dir: Path) -> dict[str, Any]:
         on_epoch = epoch_reporter(trial) if self.s.pruner != "none" else None
+        settings = dataclasses.replace(settings, speed_dir=str(self.folder.speed_dir))  # one figure per architecture
         return run_trial(settings, trial_dir, progress=False, on_epoch=on_epoch)
 
     def _finish(self, study, trial, result: dict[str, Any], trial_dir: Path) -> str:
+        if result.get("status") != "completed":  # recorded its own end, e.g. a failed conversion gate
+            trial.set_user_attr("error", str(result.get("error"))[:500])
+            self._annotate(trial_dir, self._search(trial, "failed", None, {}))
+            return record(study, trial, "failed", state=TrialState.FAIL)
         values = [records.lookup(result, OBJECTIVES[o][1]) for o in self.s.objectives]
         if any(v is None for v in values):  # e.g. a record from an older runner
             missing = [o for o, v in zip(self.s.objectives, values) if v is None]

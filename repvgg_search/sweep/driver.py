@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..jobs.launchers import Launcher
 from ..jobs.pool import JobPool, job_log
 from ..jobs.progress import Progress
-from ..trial import TrialRunner
+from ..trial import TrialGroup, TrialRunner
 from .collect import write_results
 from .folder import TERMINAL, PlannedTrial, SweepFolder
 from .grid import expand
@@ -77,14 +77,17 @@ class GridSweep:
         progress = Progress(f"sweep {folder.root.name}", len(self.trials))
         by_id = {t.trial_id: t for t in self.trials}
 
+        def runner(tids: list[str]) -> TrialRunner | TrialGroup:
+            members = [TrialRunner(by_id[t].config, str(folder.trial_dir(t)), str(folder.speed_dir)) for t in tids]
+            return members[0] if len(members) == 1 else TrialGroup(members)
+
         def show() -> None:
-            counts = count_states(folder, self.trials, set(pool.active))
+            counts = count_states(folder, self.trials, pool.active_keys)
             progress.show("  ".join(f"{k} {v}" for k, v in counts.items()), counts["done"] + counts["failed"])
 
         try:
             with pool.cancelling_on_exit(self._cancelled):
-                pool.run(self.to_run(pool.attempts), lambda tid: TrialRunner(by_id[tid].config,
-                         str(folder.trial_dir(tid))), self._ended, show=show,
+                pool.run(self.to_run(pool.attempts), runner, self._ended, show=show,
                          done=lambda tid: folder.status(tid) in TERMINAL, detach=detach)  # fmt: skip
         finally:
             progress.close()

@@ -118,6 +118,11 @@ class SweepFolder:
         return result.get("status", "missing") if result else "missing"
 
     @property
+    def speed_dir(self) -> Path:
+        """The sweep's speed figures, one per (deploy architecture, device, protocol), shared by its trials."""
+        return self.root.resolve() / "speed"
+
+    @property
     def jobs_dir(self) -> Path:
         """Where submitit writes the jobs' files (pickles, logs)."""
         return self.root / "jobs"

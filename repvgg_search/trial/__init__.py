@@ -1,6 +1,7 @@
 """One trial: its settings (`settings`: typed, validated, identified) and its run (`runner`: train, evaluate,
 convert, check, profile, record; resumable, and a submitit Checkpointable)."""
 
+from .group import TrialGroup
 from .runner import (
     EXIT_INTERRUPTED,
     LOG,
@@ -25,6 +26,7 @@ __all__ = [
     "LOG",
     "NOT_IN_ID",
     "TrialFolderError",
+    "TrialGroup",
     "TrialInterrupted",
     "TrialRunner",
     "TrialSettings",

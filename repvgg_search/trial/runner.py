@@ -8,6 +8,7 @@ checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from omegaconf import OmegaConf
 
 from .. import records
 from ..data import build_loaders
+from ..devices import DeviceLock, resolve_device
 from ..distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
 from ..engine import (
     build_optimizer,
@@ -35,10 +37,12 @@ from ..engine import (
     want_progress,
 )
 from ..errors import BadInputError
-from ..models import build_model, reparameterize_model
-from ..profile import arch_sizes, equivalence_error, resolve_device, throughput
+from ..models import build_model
+from ..profile import arch_sizes, resolve_protocol
+from ..profile.stage import speed_figure
 from ..schema import MAC_CONVENTION, arch_record, record_header
 from ..tracking import Tracker
+from .gate import Forms, check_forms
 from .settings import TrialSettings, settings_from_config
 
 _log = logging.getLogger(__name__)
@@ -56,15 +60,21 @@ class TrialInterrupted(Exception):
 
 
 class TrialRunner(submitit.helpers.Checkpointable):
-    """A picklable trial for submitit; on preemption or timeout submitit requeues it and it resumes."""
+    """A picklable trial for submitit; on preemption or timeout submitit requeues it and it resumes.
 
-    def __init__(self, config: dict[str, Any], trial_dir: str) -> None:
-        self.config, self.trial_dir = config, str(trial_dir)
+    `speed_dir` is where its speed figure is kept (a sweep shares one folder among its trials).
+    """
 
-    def __call__(self) -> dict[str, Any]:
+    def __init__(self, config: dict[str, Any], trial_dir: str, speed_dir: str | None = None) -> None:
+        self.config, self.trial_dir, self.speed_dir = config, str(trial_dir), speed_dir
+
+    def __call__(self, progress: bool | None = None) -> dict[str, Any]:
         if not logging.getLogger().handlers:  # a batch job: plain log lines on stderr (the job's log file)
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return run_trial(settings_from_config(self.config), Path(self.trial_dir))
+        settings = settings_from_config(self.config)
+        if self.speed_dir is not None:
+            settings = dataclasses.replace(settings, speed_dir=self.speed_dir)
+        return run_trial(settings, Path(self.trial_dir), progress=progress)
 
 
 def claim_folder(trial_dir: Path, s: TrialSettings) -> dict[str, Any] | None:
@@ -133,16 +143,15 @@ class _Trial:
         self.t0 = time.perf_counter()
         self.tracker: Tracker | None = None
         self.dist: DistInfo | None = None
-        self.last_val: dict | None = None  # the last epoch's evaluation (all ranks), reused as the final one
 
     def run(self) -> dict[str, Any]:
-        status, error = "failed", None
+        status, error, result = "failed", None, None
         try:
             with _interruptible():
                 self._setup()
                 self._train()
                 result = self._finish()
-            status = "completed"
+            status = result["status"]
             return result
         except (TrialInterrupted, SystemExit, KeyboardInterrupt) as exc:
             status, error = "interrupted", f"{type(exc).__name__}: {exc}"
@@ -151,12 +160,11 @@ class _Trial:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            if status != "completed":
+            if result is None:  # the trial did not get to record its own end
                 self._record_unfinished(status, error)
             if self.tracker is not None:
-                self.tracker.finish(
-                    0 if status == "completed" else (EXIT_INTERRUPTED if status == "interrupted" else 1)
-                )
+                codes = {"completed": 0, "interrupted": EXIT_INTERRUPTED}
+                self.tracker.finish(codes.get(status, 1))
             if self.dist is not None and self.dist.is_distributed:
                 cleanup()
 
@@ -170,6 +178,7 @@ class _Trial:
         if threads:
             torch.set_num_threads(threads)
         configure_backends(s.train, self.device)
+        self.lock = DeviceLock(self.device)  # shared while training, so speed is never timed beside it
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / records.CONFIG).write_text(OmegaConf.to_yaml(s.config))
@@ -235,111 +244,83 @@ class _Trial:
 
     # -- training ---------------------------------------------------------------------------------------------
     def _train(self) -> None:
-        s, t = self.s, time.perf_counter()
-        for epoch in range(self.epochs_done, s.train.epochs):
-            stats = train_one_epoch(
-                self.model,
-                self.train_loader,
-                self.optimizer,
-                self.scheduler,
-                cfg=s.train,
-                device=self.device,
-                epoch=epoch,
-                seed=s.seed,
-                scaler=self.scaler,
-                progress=self.progress and self.main,
-                log=_log.info,
-            )
-            val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
-            self.epochs_done, self.last_val = epoch + 1, val
-            row = {"trial_id": s.trial_id, "epoch": epoch, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
+        t = time.perf_counter()
+        for epoch in range(self.epochs_done, self.s.train.epochs):
+            with self.lock.shared():  # a speed measurement on this device waits for the epoch to end
+                stats, val = self._epoch(epoch)
+            self.epochs_done = epoch + 1
+            row = {"trial_id": self.s.trial_id, "epoch": epoch, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
             if self.main:
                 self._save_checkpoint()
                 records.append_jsonl(self.dir / records.METRICS, row)
                 self.tracker.log_epoch(row)
                 if self.on_epoch is not None:
                     self.on_epoch(epoch, row)  # may raise (a pruned trial) after this epoch's checkpoint
-            _log.info("epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, s.train.epochs, stats["loss"], val["top1"])
+            _log.info(
+                "epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, self.s.train.epochs, stats["loss"], val["top1"]
+            )
         self.timings["train_s"] = time.perf_counter() - t
+
+    def _epoch(self, epoch: int) -> tuple[dict, dict]:
+        s = self.s
+        stats = train_one_epoch(
+            self.model, self.train_loader, self.optimizer, self.scheduler, cfg=s.train, device=self.device,
+            epoch=epoch, seed=s.seed, scaler=self.scaler, progress=self.progress and self.main, log=_log.info,
+        )  # fmt: skip
+        return stats, evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
 
     # -- the end of a trial -----------------------------------------------------------------------------------
     def _finish(self) -> dict[str, Any]:
-        # Every rank evaluates and converts (evaluation all-reduces over the ranks' shards); rank 0 records.
+        """Evaluate, convert and gate (every rank: evaluation all-reduces over shards); rank 0 profiles, records."""
         t = time.perf_counter()
         model = unwrap(self.model).eval()
-        val = self._final_eval(model)
+        with self.lock.shared():
+            forms = check_forms(model, self.val_loader, self.device, self.s.arch, self.s.train.amp, self.s.gate)
         self.timings["eval_s"] = time.perf_counter() - t
-        deploy, conversion, deploy_val = self._convert(model, val)
         if not self.main:
             return {"trial_id": self.s.trial_id, "status": "completed", "rank": self.dist.rank}
-        result = {
-            "metrics": {
-                "top1": val["top1"],
-                "deploy_top1": deploy_val["top1"] if deploy_val else None,
-                "loss": val["loss"],
-                "train_top1": self._last_row().get("train_top1"),
-                "train_loss": self._last_row().get("train_loss"),
-                "epochs": self.epochs_done,
-                "val_images": val["total"],
-            },
-            "resumes": self.resumes,  # epochs done at each resume after an interruption (empty: ran straight)
-            "conversion": conversion,
-            **self._profile(model, deploy),
-        }
-        if self.s.save_deploy and deploy is not None:
-            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, deploy.state_dict())
+        result = {"metrics": self._metrics(forms), "resumes": self.resumes, "conversion": forms.conversion}
+        if not forms.passed:  # the training is kept (checkpoint, metrics): a rerun gates again without training
+            gate = forms.conversion["gate"]
+            error = (
+                f"ConversionGateError: deploy-form logits differ from the train form's by {gate['max_rel_error']:.2e} "
+                f"(relative, {gate['dtype']}, TF32 off, {gate['images']} images) > bound {gate['bound']:.1e}"
+            )
+            return self._write_result({"status": "failed", **result, "error": error})
+        result.update(self._profile(model, forms.deploy))
+        if self.s.save_deploy and forms.deploy is not None:
+            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, forms.deploy.state_dict())
         self.timings["total_s"] = time.perf_counter() - self.t0
         result = self._write_result({"status": "completed", **result})
         self.tracker.summarize(result)
         return result
 
-    def _final_eval(self, model) -> dict:
-        """The train form's evaluation: the last epoch's (same weights) when this run trained it, else a new one."""
-        if self.last_val is not None:
-            return self.last_val
-        return evaluate(model, self.val_loader, device=self.device, amp=self.s.train.amp)
-
-    def _convert(self, model, val: dict) -> tuple[Any, dict, dict | None]:
-        arch = self.s.arch
-        if not arch.reparameterizable:
-            return None, {"converted": False, "reason": arch.variant.why_not_reparameterizable}, None
-        t = time.perf_counter()
-        deploy = reparameterize_model(model)
-        x, _ = next(iter(self.val_loader))
-        err = equivalence_error(model, deploy, x.to(self.device))
-        deploy_val = evaluate(deploy, self.val_loader, device=self.device, amp=self.s.train.amp)
-        self.timings["convert_s"] = time.perf_counter() - t
-        diff = abs(deploy_val["correct"] - val["correct"])
-        if diff > 1:
-            raise RuntimeError(
-                f"deploy form classifies {diff} validation images differently from the train form "
-                f"(top1 {deploy_val['top1']:.2f}% vs {val['top1']:.2f}%; max abs logit error {err['max_abs_error']:.2e})"
-            )
-        conversion = {"converted": True, "plain": arch.plain, **err, "top1_diff_images": diff}
-        return deploy, conversion, deploy_val
+    def _metrics(self, forms: Forms) -> dict[str, Any]:
+        val, last = forms.train_eval, self._last_row()
+        return {
+            "top1": val["top1"],
+            "deploy_top1": forms.deploy_eval["top1"] if forms.deploy_eval else None,
+            "loss": val["loss"],
+            "train_top1": last.get("train_top1"),
+            "train_loss": last.get("train_loss"),
+            "epochs": self.epochs_done,
+            "val_images": val["total"],
+        }
 
     def _profile(self, model, deploy) -> dict[str, Any]:
-        t = time.perf_counter()
-        size = self.info.image_size
-        sp = self.s.speed
-        speed_size = sp.input_size or size
-        speed = throughput(
-            deploy if deploy is not None else model,
-            batch_size=sp.batch_size,
-            input_size=(self.info.in_channels, speed_size, speed_size),
-            device=self.device,
-            dtype=sp.dtype,
-            warmup=sp.warmup,
-            iters=sp.iters,
-            channels_last=sp.channels_last,
-        )
+        """Sizes of both forms, and the speed figure of the deploy form (the train form where none exists)."""
+        t, side = time.perf_counter(), self.info.image_size
+        protocol = resolve_protocol(self.s.speed, self.device)
+        cache = Path(self.s.speed_dir) if self.s.speed_dir else self.dir / "speed"
+        measured = deploy if deploy is not None else model
+        speed = speed_figure(measured, protocol, self.device, cache, side=side, in_channels=self.info.in_channels)
         self.timings["profile_s"] = time.perf_counter() - t
         return {
             "complexity": {
                 "input_size": [3, 224, 224],
                 "convention": MAC_CONVENTION,
                 **arch_sizes(self.s.arch, 224),
-                "trial_size": {"input_size": [self.info.in_channels, size, size], **arch_sizes(self.s.arch, size)},
+                "trial_size": {"input_size": [self.info.in_channels, side, side], **arch_sizes(self.s.arch, side)},
                 "deploy_is_train_form": deploy is None,
             },
             "speed": {"form": "deploy" if deploy is not None else "train", **speed},

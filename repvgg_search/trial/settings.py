@@ -11,16 +11,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import TrackingConfig, TrialConfig, TrialSpeedConfig, to_arch
+from ..config import GateConfig, TrackingConfig, TrialConfig, to_arch
 from ..data import DataConfig, expected_num_classes
+from ..devices import resolve_device
 from ..engine import (
     TrainConfig,
     validate_train,
 )
 from ..errors import BadInputError
 from ..models import ArchConfig
-from ..profile import DTYPES, resolve_device
+from ..profile.protocols import resolve_protocol
 from ..tracking import validate_tracking
+from .gate import validate_gate
 
 _log = logging.getLogger(__name__)
 
@@ -46,11 +48,13 @@ class TrialSettings:
     data: DataConfig
     train: TrainConfig
     tracking: TrackingConfig
-    speed: TrialSpeedConfig
+    speed: dict[str, Any]  # the protocol as configured: `auto` is resolved where the trial runs
+    gate: GateConfig
     seed: int
     device: str
     threads: int | None
     save_deploy: bool
+    speed_dir: str | None
     config: dict[str, Any]
 
 
@@ -68,7 +72,8 @@ def settings_from_typed(typed: TrialConfig) -> TrialSettings:
     _validate_run(typed)
     arch = to_arch(typed.model, typed.variant, expected_num_classes(typed.data))
     config = dataclasses.asdict(typed)
-    config.pop("output_dir", None)
+    for key in ("output_dir", "speed_dir"):  # where things go, not what the trial is
+        config.pop(key, None)
     return TrialSettings(
         trial_id=trial_id(config, arch),
         preset=typed.model.name,
@@ -76,11 +81,13 @@ def settings_from_typed(typed: TrialConfig) -> TrialSettings:
         data=typed.data,
         train=typed.train,
         tracking=typed.tracking,
-        speed=typed.speed,
+        speed=dataclasses.asdict(typed.speed),
+        gate=typed.gate,
         seed=typed.seed,
         device=typed.device,
         threads=typed.threads,
         save_deploy=typed.save_deploy,
+        speed_dir=typed.speed_dir,
         config=config,
     )
 
@@ -98,26 +105,21 @@ def validate(cfg: DictConfig | dict) -> TrialSettings:
 def _validate_run(cfg: TrialConfig) -> None:
     if cfg.threads is not None and cfg.threads < 1:
         raise BadInputError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
-    if cfg.speed.dtype not in DTYPES:
-        raise BadInputError(f"speed.dtype={cfg.speed.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
-    for key in ("batch_size", "iters"):
-        if getattr(cfg.speed, key) < 1:
-            raise BadInputError(f"speed.{key}={getattr(cfg.speed, key)} must be >= 1")
-    if cfg.speed.input_size is not None and cfg.speed.input_size < 32:
-        raise BadInputError(f"speed.input_size={cfg.speed.input_size} must be >= 32, or null for data.image_size")
+    resolve_protocol(dataclasses.asdict(cfg.speed), resolve_device(cfg.device))  # refuses bad speed fields
+    validate_gate(cfg.gate)
 
 
 def trial_id(config: dict[str, Any], arch: ArchConfig) -> str:
     """Hash of what determines the trial's results: the effective architecture and the resolved settings.
 
     The architecture enters with the preset's values filled in, so `model=b1g4` and `model=b1 model.groups=4`
-    are the same trial; tracking, device and thread settings are left out.
+    are the same trial; tracking, device, thread and speed settings are left out (a speed figure belongs to the
+    deploy architecture, the device and the protocol, not to a trial).
     """
     content = {
         "arch": arch.identity(),
         "data": {k: v for k, v in config["data"].items() if k not in NOT_IN_ID["data"]},
         "train": {k: v for k, v in config["train"].items() if k != "log_interval"},
-        "speed": config["speed"],
         "seed": config["seed"],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()

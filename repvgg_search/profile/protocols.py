@@ -1,0 +1,140 @@
+"""Speed protocols: everything that changes a speed figure, as a named record (conf/speed/*.yaml).
+
+A speed figure belongs to (deploy architecture, device, protocol), not to a trial. The named protocols are the
+files of `repvgg_search/conf/speed/`: `paper` (the paper's: batch 128, 224x224, fp32 with TF32 off), `latency`
+(batch 1), `cpu` (a short one for CPUs), `trial_size` (the trial's own image size), `fp16_cl` (fp16,
+channels_last). `auto`, the default, is `paper` on a GPU and `cpu` on the CPU, with any field changed on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..errors import BadInputError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+RUNTIMES = ("eager",)
+PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "conf" / "speed"
+AUTO = "auto"
+
+
+class SpeedError(BadInputError):
+    """A speed protocol field holds a value outside what is allowed."""
+
+
+@dataclass(frozen=True)
+class SpeedProtocol:
+    """How a speed figure is measured. The defaults are the paper's protocol.
+
+    name: the protocol's name (records and fronts group by it).
+    batch_size: images per forward pass.
+    input_size: square input side in pixels; null = the trial's own image size.
+    dtype: float32 | float16 | bfloat16 (the model and its input are cast to it; no autocast).
+    tf32: allow TF32 in cuDNN convolutions and matmuls (torch's default is on for convolutions: the paper's
+        fp32 means off).
+    channels_last: NHWC memory format; null = auto: a short probe of both layouts on the device keeps the faster.
+    cudnn_benchmark: let cuDNN pick its fastest algorithms (CUDA).
+    threads: torch CPU threads while timing; null = every core the process may use.
+    warmup: untimed batches before timing.
+    iters: timed batches per round.
+    rounds: rounds; the figure is the median round, the spread max/min of the rounds' rates.
+    max_spread: above it the measurement is repeated; still above after `retries`, it is marked unreliable.
+    retries: repeats of a measurement whose spread is above `max_spread`.
+    runtime: eager (PyTorch eager mode).
+    """
+
+    name: str = "paper"
+    batch_size: int = 128
+    input_size: int | None = 224
+    dtype: str = "float32"
+    tf32: bool = False
+    channels_last: bool | None = None
+    cudnn_benchmark: bool = True
+    threads: int | None = None
+    warmup: int = 5
+    iters: int = 10
+    rounds: int = 5
+    max_spread: float = 1.10
+    retries: int = 2
+    runtime: str = "eager"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def fields(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _validate(p: SpeedProtocol) -> None:
+    for key in ("batch_size", "iters", "rounds"):
+        _int_at_least(getattr(p, key), key, 1)
+    for key in ("warmup", "retries"):
+        _int_at_least(getattr(p, key), key, 0)
+    if p.threads is not None:
+        _int_at_least(p.threads, "threads", 1)
+    if p.input_size is not None:
+        _int_at_least(p.input_size, "input_size", 32, "five stride-2 stages need at least 32 px; or null")
+    if p.dtype not in DTYPES:
+        raise SpeedError(f"speed.dtype={p.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    if p.runtime not in RUNTIMES:
+        raise SpeedError(f"speed.runtime={p.runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
+    spread = p.max_spread
+    if isinstance(spread, bool) or not isinstance(spread, int | float) or not math.isfinite(spread) or spread < 1:
+        raise SpeedError(f"speed.max_spread={spread!r} must be a finite number >= 1 (max/min of the rounds' rates)")
+    for key in ("tf32", "cudnn_benchmark"):
+        if not isinstance(getattr(p, key), bool):
+            raise SpeedError(f"speed.{key}={getattr(p, key)!r} must be true or false")
+
+
+def _int_at_least(value: Any, key: str, minimum: int, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpeedError(f"speed.{key}={value!r} must be an integer >= {minimum}" + (f" ({note})" if note else ""))
+
+
+def _load() -> dict[str, SpeedProtocol]:
+    out = {}
+    for path in sorted(PROTOCOL_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        if path.stem != AUTO:
+            out[path.stem] = SpeedProtocol(**data)
+    return out
+
+
+PROTOCOLS: Mapping[str, SpeedProtocol] = _load()
+
+
+def resolve_protocol(value: str | Mapping[str, Any] | SpeedProtocol, device: torch.device) -> SpeedProtocol:
+    """The protocol a config gives: `auto` is `paper` on CUDA and `cpu` on the CPU; a named protocol with fields
+    changed keeps the changes and says so in its name (`cpu+batch_size=64`); a new name needs its own fields."""
+    if isinstance(value, SpeedProtocol):
+        return value
+    fields = {"name": value} if isinstance(value, str) else dict(value)
+    name = fields.get("name", AUTO)
+    if name == AUTO:  # a config node holds every field: the ones left at the schema's defaults are not changes
+        name = "paper" if device.type == "cuda" else "cpu"
+        fields = {k: v for k, v in fields.items() if k != "name" and v != getattr(SpeedProtocol(), k)}
+        fields["name"] = name
+    protocol = SpeedProtocol(**{**(PROTOCOLS[name].fields() if name in PROTOCOLS else {}), **fields})
+    if name in PROTOCOLS and protocol != PROTOCOLS[name]:  # a named protocol with changes is another protocol
+        changed = [k for k, v in protocol.fields().items() if v != getattr(PROTOCOLS[name], k)]
+        protocol = dataclasses.replace(
+            protocol, name=f"{name}+{','.join(f'{k}={_show(protocol, k)}' for k in changed)}"
+        )
+    return protocol
+
+
+def _show(p: SpeedProtocol, key: str) -> str:
+    value = getattr(p, key)
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
+def list_protocols() -> list[str]:
+    return [AUTO, *PROTOCOLS]

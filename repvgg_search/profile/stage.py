@@ -1,0 +1,68 @@
+"""The speed stage: one figure per (deploy architecture, device, protocol), measured once, with the device to itself.
+
+A figure is keyed by a hash of the measured network's structure (so the plain variants, one and the same deploy
+network, share one figure), the protocol, the input side and the device model; it is measured under the device's
+exclusive lock (nothing of ours trains on the device meanwhile) and kept as JSON in a folder shared by a sweep's
+trials. A trial that finds its figure there reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import records
+from ..devices import DeviceLock, cpu_cores, device_name, resolve_device
+from .protocols import SpeedProtocol
+from .speed import measure
+
+
+def architecture_hash(model: nn.Module) -> str:
+    """A hash of a network's structure (module types, shapes, strides, groups; not its weights)."""
+    return hashlib.sha256(repr(model).encode()).hexdigest()[:16]
+
+
+def figure_key(model: nn.Module, protocol: SpeedProtocol, device: torch.device, side: int) -> str:
+    """The identity of a speed figure: architecture, protocol, input side, device model (and CPU threads)."""
+    threads = (protocol.threads or cpu_cores()) if device.type == "cpu" else None
+    content = [architecture_hash(model), protocol.fields(), protocol.input_size or side, device_name(device), threads]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def speed_figure(
+    model: nn.Module,
+    protocol: SpeedProtocol,
+    device: str | torch.device,
+    cache: Path | None,
+    *,
+    side: int,
+    in_channels: int = 3,
+) -> dict[str, Any]:
+    """The figure of `model` under `protocol` on `device`: from `cache` when it holds one, else measured with the
+    device to itself and written there. `source` says which (measured, cached)."""
+    dev = resolve_device(device)
+    key = figure_key(model, protocol, dev, side)
+    path = Path(cache) / f"{key}.json" if cache is not None else None
+    if path is not None and (found := _read(path)) is not None:
+        return {**found, "source": "cached"}
+    with DeviceLock(dev).exclusive():
+        if path is not None and (found := _read(path)) is not None:  # measured while this process waited
+            return {**found, "source": "cached"}
+        figure = measure(model, protocol, dev, side=side, in_channels=in_channels)
+        figure.update(key=key, arch_hash=architecture_hash(model), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        if path is not None:
+            records.write_json(path, figure)
+    return {**figure, "source": "measured"}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return records.read_json(path)
+    except (OSError, ValueError):  # a torn or foreign file: measure again (and overwrite it)
+        return None

@@ -1,0 +1,121 @@
+"""The conversion gate: does the deploy form compute what the train form computes? And how often do the two forms
+agree image by image under the trial's own precision (where near-tied logits may flip)?
+
+Only the gate fails a conversion: both forms' logits on fixed validation images, in float32 with TF32 off (or
+float64), no autocast, as a relative error against a stated bound. Agreement under autocast is measured and
+recorded, never a reason to fail: bf16 flips images whose two best logits are nearly tied.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import GateConfig
+from ..devices import cuda_flags
+from ..distributed import all_reduce_sum
+from ..engine import evaluate
+from ..errors import BadInputError
+from ..models import ArchConfig, reparameterize_model
+
+GATE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MAX_EXAMPLES = 20  # differing images listed in the record (all are counted)
+
+
+class ConversionGateError(RuntimeError):
+    """The deploy form's logits differ from the train form's beyond the gate's bound: the conversion is wrong."""
+
+
+def validate_gate(cfg: GateConfig) -> None:
+    if cfg.dtype not in GATE_DTYPES:
+        raise BadInputError(f"gate.dtype={cfg.dtype!r} is not allowed; allowed: {', '.join(GATE_DTYPES)}")
+    if not isinstance(cfg.images, int) or isinstance(cfg.images, bool) or cfg.images < 1:
+        raise BadInputError(f"gate.images={cfg.images!r} must be an integer >= 1")
+    if not cfg.max_rel_error > 0:
+        raise BadInputError(f"gate.max_rel_error={cfg.max_rel_error!r} must be > 0")
+
+
+@torch.no_grad()
+def conversion_gate(model: nn.Module, deploy: nn.Module, loader, device: torch.device, cfg: GateConfig) -> dict:
+    """Compare both forms' logits on the first `cfg.images` images of `loader`; `passed` when within bound."""
+    dtype = GATE_DTYPES[cfg.dtype]
+    forms = [m if dtype == torch.float32 else copy.deepcopy(m).to(dtype) for m in (model, deploy)]
+    for m in forms:
+        m.eval()
+    abs_err, peak, seen = 0.0, 0.0, 0
+    with cuda_flags(device, tf32=False):
+        for x, _ in loader:
+            x = x[: cfg.images - seen].to(device=device, dtype=dtype)
+            y_train, y_deploy = forms[0](x), forms[1](x)
+            abs_err = max(abs_err, (y_train - y_deploy).abs().max().item())
+            peak = max(peak, y_train.abs().max().item())
+            seen += x.shape[0]
+            if seen >= cfg.images:
+                break
+    rel = abs_err / max(peak, 1e-30)
+    return {
+        "dtype": cfg.dtype,
+        "tf32": False,
+        "images": seen,
+        "max_abs_error": abs_err,
+        "max_rel_error": rel,
+        "bound": cfg.max_rel_error,
+        "passed": rel <= cfg.max_rel_error,
+    }
+
+
+def agreement(train_eval: dict, deploy_eval: dict, precision: str) -> dict[str, Any]:
+    """Image-by-image agreement of the two forms' predicted classes under the trial's precision: how many
+    differ, and their train-form margins (top-1 minus top-2 logit: a flip at a tiny margin is a near tie)."""
+    differ = train_eval["pred"] != deploy_eval["pred"]
+    counts = all_reduce_sum(torch.tensor([float(differ.sum()), float(differ.numel())], dtype=torch.float64))
+    index = differ.nonzero().flatten()
+    margins = train_eval["margin"][index]
+    examples = [
+        {"index": int(i), "train_class": int(train_eval["pred"][i]), "deploy_class": int(deploy_eval["pred"][i]),
+         "margin": float(train_eval["margin"][i])}
+        for i in index[:MAX_EXAMPLES]
+    ]  # fmt: skip
+    return {
+        "precision": precision,
+        "images": int(counts[1]),
+        "differ": int(counts[0]),
+        "max_margin": float(margins.max()) if len(margins) else None,
+        "examples": examples,
+    }
+
+
+@dataclass
+class Forms:
+    """Both forms after training: the train form's evaluation, the deploy form (if any) and its evaluation, and
+    the `conversion` block of the record (gate, agreement)."""
+
+    train_eval: dict
+    deploy: nn.Module | None = None
+    deploy_eval: dict | None = None
+    conversion: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.conversion.get("gate", {}).get("passed", True)
+
+
+def check_forms(model: nn.Module, loader, device: torch.device, arch: ArchConfig, amp: str, cfg: GateConfig) -> Forms:
+    """Evaluate the train form, convert, gate the conversion, and (when it passed) evaluate the deploy form and
+    measure the forms' agreement under the trial's precision `amp`."""
+    train_eval = evaluate(model, loader, device=device, amp=amp, keep=True)
+    if not arch.reparameterizable:
+        return Forms(train_eval, conversion={"converted": False, "reason": arch.variant.why_not_reparameterizable})
+    deploy = reparameterize_model(model)
+    gate = conversion_gate(model, deploy, loader, device, cfg)
+    conversion = {"converted": True, "plain": arch.plain, "max_abs_error": gate["max_abs_error"],
+                  "max_rel_error": gate["max_rel_error"], "gate": gate}  # fmt: skip
+    if not gate["passed"]:
+        return Forms(train_eval, conversion=conversion)
+    deploy_eval = evaluate(deploy, loader, device=device, amp=amp, keep=True)
+    conversion["agreement"] = agreement(train_eval, deploy_eval, amp)
+    return Forms(train_eval, deploy, deploy_eval, conversion)
