@@ -116,6 +116,25 @@ def cuda_flags(device: torch.device, *, tf32: bool, cudnn_benchmark: bool | None
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
 
 
+def training_environment(device: torch.device, train: object) -> dict[str, object]:
+    """Everything that changes a trial's numbers besides its config: device, versions, threads, and the numeric
+    switches in force while it trains (TF32 makes a CUDA "float32" run not float32)."""
+    env = environment(device)
+    env.update(
+        threads=torch.get_num_threads(),
+        deterministic=getattr(train, "deterministic", None),
+        amp=getattr(train, "amp", None),
+        channels_last=getattr(train, "channels_last", None) and device.type == "cuda",
+    )
+    if device.type == "cuda":
+        env.update(
+            tf32_conv=torch.backends.cudnn.allow_tf32,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+        )
+    return env
+
+
 def lock_dir() -> Path:
     """Where device locks live: REPVGG_LOCK_DIR, else a per-user folder in the machine's temp dir."""
     path = Path(os.environ.get("REPVGG_LOCK_DIR") or Path(tempfile.gettempdir()) / f"repvgg-search-{os.getuid()}")

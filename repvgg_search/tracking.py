@@ -102,3 +102,29 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
+
+
+def log_sweep_summary(
+    cfg: TrackingConfig, *, name: str, folder: Path, config: dict[str, Any], tables: dict[str, Any], summary: dict
+) -> str | None:
+    """One wandb run per sweep (job type `sweep-summary`, the sweep's group): its definition as the config, its
+    result tables as wandb Tables, its verdicts in the summary. Returns the run's folder (None when disabled)."""
+    if cfg.mode == "disabled":
+        return None
+    import hashlib
+
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run_id = f"{name}-summary-{hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:8]}"
+    run = wandb.init(
+        project=cfg.project, entity=cfg.entity, group=name, job_type="sweep-summary", id=run_id,
+        name=f"{name} (summary)", config=config, dir=str(folder), mode=cfg.mode, resume="allow",
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )  # fmt: skip
+    plain = {k: df.astype(object).where(df.notna(), None) for k, df in tables.items() if df is not None and len(df)}
+    run.log({key: wandb.Table(dataframe=df) for key, df in plain.items()})  # missing values as null, not pd.NA
+    run.summary.update(summary)
+    run_dir = str(Path(run.dir).parent)
+    run.finish()
+    return run_dir

@@ -27,12 +27,13 @@ from analysis_fixtures import (
     width_search_records,
 )
 
+from repvgg_search.analysis.ablation import ablation_markdown, ablation_tables
 from repvgg_search.analysis.fronts import build_fronts, left_out_table, setup_warnings
 from repvgg_search.analysis.load import SourceError, load_records
 from repvgg_search.analysis.pareto import hypervolume, hypervolume_progress
 from repvgg_search.analysis.report import ReportError, build_report
 from repvgg_search.analysis.schema import MAC_CONVENTION, example_record
-from repvgg_search.analysis.tables import ablation_markdown, ablation_tables, metric_table
+from repvgg_search.analysis.tables import metric_table
 from repvgg_search.analysis.wandb_source import has_credentials
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -69,6 +70,43 @@ def cli_report(sweeps: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     )
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
+
+
+@pytest.mark.slow
+def test_error_edfs_per_variant_and_per_search(cli_report: tuple[Path, str]) -> None:
+    out, _ = cli_report
+    md = (out / "report.md").read_text()
+    assert "## Error EDFs" in md and (out / "edf_ablation.png").exists() and (out / "edf_search.png").exists()
+    assert "a0 / full (n=2)" in md  # each curve says how many trials stand behind it
+    html = (out / "report.html").read_text()
+    assert "Error EDF of variants over their seeds" in html
+
+
+def test_edf_curves_are_sorted_errors_of_populations_with_two_or_more() -> None:
+    from repvgg_search.analysis.edf import edf_curves, edf_table
+
+    df = pd.DataFrame({"status": ["completed"] * 4 + ["failed"], "top1": [90.0, 80.0, 95.0, 70.0, None],
+                       "variant": ["a", "a", "a", "b", "a"]})  # fmt: skip
+    curves = edf_curves(df, ["variant"])
+    assert list(curves) == ["a"] and curves["a"].tolist() == [5.0, 10.0, 20.0]  # b has one trial: no curve
+    table = edf_table(curves)
+    assert table.loc[0, "n"] == 3 and table.loc[0, "median error"] == 10.0
+
+
+def test_two_sources_in_one_report(sweeps: dict[str, Path], tmp_path: Path) -> None:
+    """A width search compared with another search's population: both in one report, curves per source."""
+    other = tmp_path / "other_search"
+    shutil.copytree(sweeps["width"], other)
+    for result in other.glob("trials/*/result.json"):  # the other population: 3 points worse everywhere
+        rec = json.loads(result.read_text())
+        rec["trial_id"] = "x" + rec["trial_id"][1:]
+        if rec.get("metrics", {}).get("top1") is not None:
+            rec["metrics"]["top1"] -= 3.0
+        result.write_text(json.dumps(rec))
+    md = build_report([sweeps["width"], other], tmp_path / "out").read_text()
+    assert f"{sweeps['width'].name} / " in md and "other_search / " in md
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert set(trials["source"]) == {sweeps["width"].name, "other_search"}
 
 
 def _originals() -> dict[str, dict]:
@@ -322,7 +360,12 @@ def test_mixed_schema_versions_are_left_out_and_reported(tmp_path: Path) -> None
 
 def test_ablation_markdown_for_the_sweep_summary() -> None:
     text = ablation_markdown(metric_table(ablation_records()))
-    assert text.startswith("Table 6") and "Table 7" in text and "| full | yes | yes | 97.40 | 0.28 | 2 | 1 |" in text
+    assert (
+        text.startswith("Table 6")
+        and "Table 7" in text
+        and "| full | yes | yes | 2 | 97.40 | 0.28 | 94.86 .. 99.94 |" in text
+    )
+    assert "| no_1x1 | yes | no | 2 | 96.90 |" in text and "| indistinguishable | 3 |" in text  # seeds for ±0.5
     assert ablation_markdown(metric_table(width_search_records())) == ""
 
 

@@ -96,7 +96,8 @@ def test_pinned_host_memory_for_image_folders(tmp_path):
 def test_trials_packed_on_one_gpu(tmp_path):
     folder = tmp_path / "packed"
     cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", *TINY,
-           "sweep.axes={variant:[full,no_1x1,no_branches,acb]}", "launcher.trials_per_gpu=4", "speed=latency"]  # fmt: skip
+           "sweep.axes={variant:[full,no_1x1,no_branches,acb]}", "sweep.seeds=1", "launcher.trials_per_gpu=4",
+           "speed=latency"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]

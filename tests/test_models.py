@@ -108,6 +108,19 @@ def _assert_deploy_structure(deploy: nn.Module, variant: str) -> None:
         assert len(convs) == deploy.arch.num_layers
 
 
+def test_seed_s_gives_every_variant_the_same_initial_weights_where_shapes_allow():
+    from repvgg_search.models import build_model
+
+    def built(variant: str, seed: int) -> dict[str, torch.Tensor]:
+        return build_model(arch_config("a0", variant=variant, num_classes=10), seed=seed).state_dict()
+
+    full, no_identity, acb = built("full", 3), built("no_identity", 3), built("acb", 3)
+    shared = [k for k in no_identity if k in full]
+    assert len(shared) == len(no_identity) and all(torch.equal(full[k], no_identity[k]) for k in shared)
+    assert torch.equal(full["stage1.1.rbr_dense.conv.weight"], acb["stage1.1.rbr_dense.conv.weight"])
+    assert not torch.equal(full["linear.weight"], built("full", 4)["linear.weight"])  # another seed, another start
+
+
 def test_reparameterize_leaves_argument_untouched():
     model = create_model("a0", num_classes=10)
     randomize_bn_(model)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from repvgg_search.analysis.ablation import ablation_tables
 from repvgg_search.analysis.load import load_records
-from repvgg_search.analysis.tables import ablation_tables, metric_table
+from repvgg_search.analysis.tables import metric_table
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["full", "no_branches", "relu_in_branches"]
@@ -26,7 +27,7 @@ def sweep_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("real") / "ablation"
     cmd = [
         sys.executable, "-m", "repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}",
-        f"++sweep.axes={{variant.name:[{','.join(VARIANTS)}],seed:[0,1]}}",
+        f"++sweep.axes={{variant:[{','.join(VARIANTS)}]}}", "sweep.seeds=2",
         "model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "tracking.mode=offline",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ})
@@ -72,3 +73,30 @@ def test_ablation_tables_from_real_trials(sweep_dir: Path):
     assert t6.loc["full", "top1 mean"] == pytest.approx(full.mean(), abs=0.01)
     record = json.loads(next(sweep_dir.glob("trials/*/result.json")).read_text())
     assert record["group"] == "ablation" and record["wandb_run"]
+
+
+def test_sweep_statistics_pair_seeds_against_full(sweep_dir: Path):
+    """results.csv carries each trial's paired difference; comparisons.csv and summary.md the verdicts."""
+    results = pd.read_csv(sweep_dir / "results.csv")
+    full = results[results.variant == "full"].set_index("seed")["top1"]
+    for row in results.itertuples():
+        assert row.paired_diff == pytest.approx(row.top1 - full[row.seed])
+    comparisons = pd.read_csv(sweep_dir / "comparisons.csv").set_index("variant")
+    assert set(comparisons.index) == {"no_branches", "relu_in_branches"} and (comparisons["n_pairs"] == 2).all()
+    assert set(comparisons["verdict"]) <= {"better", "worse", "indistinguishable"}
+    diffs = results[results.variant == "no_branches"].set_index("seed")["top1"] - full
+    assert comparisons.loc["no_branches", "mean_diff"] == pytest.approx(diffs.mean())
+    groups = pd.read_csv(sweep_dir / "groups.csv")
+    assert set(groups["value"]) == set(VARIANTS) and (groups["n"] == 2).all() and groups["ci_low"].notna().all()
+    summary = (sweep_dir / "summary.md").read_text()
+    assert "paired by seed" in summary and "Holm" in summary and "verdict" in summary
+
+
+def test_the_sweep_summary_run_holds_its_tables(sweep_dir: Path):
+    (run,) = sweep_dir.glob("wandb/offline-run-*-summary-*")
+    exe = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([exe, "leet", "inspect", "--json", str(run)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "comparisons" in out.stdout and "groups" in out.stdout and "results" in out.stdout
+    summary = subprocess.run([exe, "leet", "inspect", "--summary", "--json", str(run)], capture_output=True, text=True)
+    assert "verdict/no_branches" in summary.stdout

@@ -287,6 +287,8 @@ def test_bad_search_input_exits_2_before_launching(tmp_path):
     proc = sweep_cmd(f"sweep.dir={tmp_path / 's'}", "search.objectives=[top1,flops]")
     assert proc.returncode == 2 and "error:" in proc.stderr and "'flops' is unknown" in proc.stderr
     assert not (tmp_path / "s").exists()
+    seeds = sweep_cmd(f"sweep.dir={tmp_path / 's'}", "sweep.seeds=3")
+    assert seeds.returncode == 2 and "sweep.seeds=3 applies to grid sweeps" in seeds.stderr
 
 
 @pytest.mark.slow

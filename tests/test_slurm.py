@@ -18,7 +18,7 @@ from repvgg_search import records
 REPO = Path(__file__).resolve().parents[1]
 # One CPU per job, so that the 2-CPU test node runs two trials at once.
 SMALL = ["model.a=0.25", "model.b=0.25", "speed.iters=2", "tracking.mode=disabled", "launcher=slurm",
-         "launcher.cpus_per_task=1"]  # fmt: skip
+         "launcher.cpus_per_task=1", "sweep.seeds=1"]  # fmt: skip
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 

@@ -20,7 +20,7 @@ from repvgg_search.config import CONF_DIR
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((CONF_DIR / "sweep").glob("*.yaml"))
 # Small but real trials: a0's layout at a quarter width, one epoch.
-SMALL = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "tracking.mode=disabled"]
+SMALL = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "tracking.mode=disabled", "sweep.seeds=1"]
 
 
 def sweep(*overrides: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -64,21 +64,26 @@ def test_every_sweep_file_plans(tmp_path, path):
     assert not (tmp_path / "s" / "jobs.jsonl").exists()
 
 
-def test_ablation_plan_covers_tables_6_and_7(tmp_path):
+def test_ablation_plan_covers_tables_6_and_7_with_three_paired_seeds(tmp_path):
     sweep("+sweep=ablation", f"sweep.dir={tmp_path}", "sweep.dry_run=true")
-    variants = []
+    planned = []
     for tid in json.loads((tmp_path / "sweep.json").read_text())["trial_ids"]:
-        variants.append(yaml.safe_load((tmp_path / "trials" / tid / "config.yaml").read_text())["variant"]["name"])
-    assert sorted(variants) == sorted([
-        "full", "no_identity", "no_1x1", "no_branches", "identity_no_bn", "post_bn", "relu_in_branches",
-        "diracnet", "trivial", "acb", "residual_reorg",
-    ])  # fmt: skip
+        config = yaml.safe_load((tmp_path / "trials" / tid / "config.yaml").read_text())
+        planned.append((config["variant"]["name"], config["seed"]))
+    variants = ["full", "no_identity", "no_1x1", "no_branches", "identity_no_bn", "post_bn", "relu_in_branches",
+                "diracnet", "trivial", "acb", "residual_reorg"]  # fmt: skip
+    assert sorted(planned) == sorted((v, s) for v in variants for s in (0, 1, 2))
+
+
+def test_seeds_given_twice_are_refused(tmp_path):
+    proc = sweep("+sweep=ablation", "++sweep.axes.seed=[0,1]", f"sweep.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "sweep.seeds=3 and sweep.axes.seed=[0, 1] both give the seeds" in proc.stderr
 
 
 def test_axes_over_a_variant_option_and_its_fields(tmp_path):
     """A block design's fields are axes like any other; a group axis takes option names (applied first)."""
     out = sweep("+sweep=ablation", "++sweep.axes={variant.post_bn:[true,false],variant:[qarepvgg]}",
-                f"sweep.dir={tmp_path}", "sweep.dry_run=true")  # fmt: skip
+                f"sweep.dir={tmp_path}", "sweep.dry_run=true", "sweep.seeds=1")  # fmt: skip
     configs = [yaml.safe_load((tmp_path / "trials" / t / "config.yaml").read_text())["variant"]
                for t in json.loads((tmp_path / "sweep.json").read_text())["trial_ids"]]  # fmt: skip
     assert sorted((c["name"], c["post_bn"], tuple(c["bn"])) for c in configs) == [
@@ -90,8 +95,7 @@ def test_axes_over_a_variant_option_and_its_fields(tmp_path):
 
 def test_dry_run_of_1000_trials_is_quick(tmp_path):
     t0 = time.perf_counter()
-    seeds = "[" + ",".join(map(str, range(91))) + "]"
-    sweep("+sweep=ablation", f"sweep.axes.seed={seeds}", f"sweep.dir={tmp_path}", "sweep.dry_run=true", timeout=120)
+    sweep("+sweep=ablation", "sweep.seeds=91", f"sweep.dir={tmp_path}", "sweep.dry_run=true", timeout=120)
     assert len(json.loads((tmp_path / "sweep.json").read_text())["trial_ids"]) == 1001
     assert time.perf_counter() - t0 < 120  # a generous bound; benchmarks/sweep_overhead.py measures it
 
@@ -100,7 +104,7 @@ def test_dry_run_of_1000_trials_is_quick(tmp_path):
 def small_sweep(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sweep") / "s"
     # One trial diverges (a huge learning rate) and fails; the other completes.
-    sweep("+sweep=ablation", "++sweep.axes={variant.name:[full],train.base_lr:[0.4,1e9],seed:[0]}", f"sweep.dir={folder}",
+    sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}", f"sweep.dir={folder}",
           "sweep.retries=0", *SMALL)  # fmt: skip
     return folder
 
@@ -125,11 +129,11 @@ def test_sweep_runs_collects_and_records_failures(small_sweep: Path):
 @pytest.mark.slow
 def test_rerun_skips_completed_and_resubmits_failed(small_sweep: Path):
     before = len(records.read_jsonl(small_sweep / "jobs.jsonl"))
-    sweep("+sweep=ablation", "++sweep.axes={variant.name:[full],train.base_lr:[0.4,1e9],seed:[0]}", f"sweep.dir={small_sweep}",
+    sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}", f"sweep.dir={small_sweep}",
           "sweep.retries=1", *SMALL)  # fmt: skip
     jobs = records.read_jsonl(small_sweep / "jobs.jsonl")[before:]
     assert len(jobs) == 1  # only the failed trial ran again, once
-    again = sweep("+sweep=ablation", "++sweep.axes={variant.name:[full],train.base_lr:[0.4,1e9],seed:[0]}",
+    again = sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}",
                   f"sweep.dir={small_sweep}", "sweep.retries=1", *SMALL)  # fmt: skip
     assert len(records.read_jsonl(small_sweep / "jobs.jsonl")) == before + 1  # attempts used up: nothing submitted
     assert "resuming" in again.stdout

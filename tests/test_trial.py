@@ -74,6 +74,8 @@ def test_trial_records(finished: Path):
         and conversion["agreement"]["precision"] == "none"
     )
     assert (finished / "speed" / f"{speed['key']}.json").exists()
+    env = result["environment"]  # what changes the numbers besides the config
+    assert env["device"] == "cpu" and env["threads"] == 1 and env["deterministic"] is False and env["torch"]
     assert result["config"]["model"]["a"] == 0.25 and result["arch"]["widths"] == [16, 16, 32, 64, 128]
     assert {"setup_s", "train_s", "total_s"} <= set(result["timings"]) and result["versions"]["torch"]
     assert result["git_commit"]
@@ -82,6 +84,20 @@ def test_trial_records(finished: Path):
     assert (finished / "config.yaml").exists() and (finished / "deploy.pt").exists()
     ckpt = torch.load(finished / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epochs_done"] == 2 and ckpt["trial_id"] == result["trial_id"]
+
+
+@pytest.mark.slow
+def test_same_config_seed_and_threads_give_bit_identical_results(finished: Path, tmp_path):
+    """Reproducibility on the CPU: the same command in another folder trains to the very same numbers."""
+    again = tmp_path / "again"
+    proc = run_train(again, "tracking.group=pytest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (json.loads((d / "result.json").read_text()) for d in (finished, again))
+    assert first["trial_id"] == second["trial_id"] and first["metrics"] == second["metrics"]
+    timing = ("train_images_per_s", "train_seconds")
+    rows = [[{k: v for k, v in r.items() if k not in timing} for r in records.read_jsonl(d / "metrics.jsonl")]
+            for d in (finished, again)]  # fmt: skip
+    assert rows[0] == rows[1] and first["environment"]["threads"] == second["environment"]["threads"] == 1
 
 
 @pytest.mark.slow

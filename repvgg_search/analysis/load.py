@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +13,9 @@ from ..errors import BadInputError
 from .schema import SCHEMA_VERSION, normalize_state
 from .wandb_source import SourceError, offline_run_id, read_offline_runs, read_project
 
-__all__ = ["LoadResult", "SourceError", "load_records"]
+__all__ = ["LoadResult", "SourceError", "load_records", "load_sources"]
 
+SUMMARY_RUN = re.compile(r"-summary-[0-9a-f]{8}$")  # run ids of tracking.log_sweep_summary
 # Lower rank wins when one trial id arrives from several places: the local record is the original.
 _ORIGIN_RANK = {"result.json": 0, "wandb offline": 1, "wandb online": 2}
 SOURCE_HELP = "a sweep folder, a trial folder, a folder of wandb offline runs, or wandb:ENTITY/PROJECT"
@@ -57,6 +59,32 @@ def load_records(
     result.filtered_out = len(result.records) - len(kept)
     result.records = kept
     return result
+
+
+def load_sources(sources: list[str | Path], **filters) -> LoadResult:
+    """The records of several sources in one result, each record tagged with its source's label (`_source`):
+    two searches (or a search and an ablation) compared in one report. A trial id is de-duplicated within a
+    source, not across sources."""
+    labels = _labels(sources)
+    merged = LoadResult(records=[], skipped=[], sources=[])
+    for source, label in zip(sources, labels):
+        one = load_records(source, **filters)
+        for r in one.records:
+            r["_source"] = label
+        merged.records += one.records
+        merged.skipped += one.skipped
+        merged.sources += one.sources
+        merged.notes += one.notes
+        merged.sweeps += one.sweeps
+        merged.filtered_out += one.filtered_out
+        merged.filters = one.filters
+    return merged
+
+
+def _labels(sources: list[str | Path]) -> list[str]:
+    """A short label per source (its folder name, or the wandb path), made unique."""
+    names = [str(s) if str(s).startswith("wandb:") else Path(s).name or str(s) for s in sources]
+    return [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
 
 
 def _filter_text(group: str | None, tags: list[str] | None, state: str | None) -> str:
@@ -122,15 +150,19 @@ def _select_offline_runs(run_dirs: list[Path], local_ids: set) -> tuple[list[Pat
     newest: dict[str, Path] = {}
     for d in run_dirs:  # sorted by name, and names start with the run's start time
         newest[offline_run_id(d)] = d
+    summaries = [i for i in newest if SUMMARY_RUN.search(i)]  # a sweep's tables, not a trial
+    for i in summaries:
+        del newest[i]
     covered = sorted(i for i in newest if i in local_ids)
-    notes = []
+    notes = [f"{len(summaries)} sweep summary run(s) not read: they hold tables, not trials"] if summaries else []
     if covered:
         notes.append(
             f"{len(covered)} wandb offline run(s) not read: their trials have a local result.json, "
             "which is preferred (the wandb run mirrors it)"
         )
-    if len(run_dirs) > len(newest):
-        notes.append(f"{len(run_dirs) - len(newest)} older offline run folder(s) of resumed trials ignored")
+    older = sum(1 for d in run_dirs if not SUMMARY_RUN.search(offline_run_id(d))) - len(newest)
+    if older:
+        notes.append(f"{older} older offline run folder(s) of resumed trials ignored")
     return [d for i, d in newest.items() if i not in local_ids], notes
 
 

@@ -13,13 +13,15 @@ import pandas as pd
 
 from ..errors import BadInputError
 from . import plots
+from .ablation import ABLATION_DIGITS, ABLATION_TITLES, ablation_tables, reference_caption
 from .document import Bullets, Document, Figure, Heading, Table, Text, render_html, render_markdown
+from .edf import edf_curves, edf_plotly, edf_png, edf_table
 from .fronts import Front, build_fronts, left_out_table, setup_warnings
-from .load import SOURCE_HELP, LoadResult, load_records
+from .load import SOURCE_HELP, LoadResult, load_records, load_sources
 from .pareto import hypervolume_progress, pareto_front
 from .reference import figure1_points
 from .schema import MAC_CONVENTION
-from .tables import ABLATION_DIGITS, ABLATION_TITLES, ablation_tables, metric_table, reference_caption
+from .tables import metric_table
 
 MAX_SKIPPED_ROWS = 50  # the full list is in trials.csv/skipped.csv; the page shows the first ones
 FRONT_COLUMNS = ["trial_id", "preset", "variant", "seed", "a", "b", "depths", "groups", "top1", "x", "form"]
@@ -43,19 +45,23 @@ class Outputs:
 
 
 def build_report(
-    source: str | Path,
+    source: str | Path | list[str | Path],
     outdir: str | Path,
     *,
     group: str | None = None,
     tags: list[str] | None = None,
     state: str | None = None,
 ) -> Path:
-    """Write report.md, report.html, PNG figures, trials.csv and skipped.csv into `outdir`; return report.md."""
-    return _build(source, Path(outdir), group=group, tags=tags, state=state).outdir / "report.md"
+    """Write report.md, report.html, PNG figures, trials.csv and skipped.csv into `outdir`; return report.md.
+
+    Several sources go into one report, each trial labelled with its source (column `source`)."""
+    sources = source if isinstance(source, list) else [source]
+    return _build(sources, Path(outdir), group=group, tags=tags, state=state).outdir / "report.md"
 
 
-def _build(source: str | Path, outdir: Path, **filters) -> Outputs:
-    loaded = load_records(source, **filters)
+def _build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
+    loaded = load_records(sources[0], **filters) if len(sources) == 1 else load_sources(sources, **filters)
+    source = ", ".join(map(str, sources))
     if not loaded.records:
         raise ReportError(_nothing_usable(source, loaded))
     df = metric_table(loaded.records)
@@ -67,6 +73,7 @@ def _build(source: str | Path, outdir: Path, **filters) -> Outputs:
     _summary(doc, source, loaded, df, left)
     _fronts_section(doc, fronts, outdir)
     _ablation_section(doc, df)
+    _edf_section(doc, df, outdir)
     _width_search_section(doc, df, outdir)
     _paper_section(doc, fronts, outdir)
     files = [outdir / b.png for b in doc.blocks if isinstance(b, Figure)]
@@ -159,6 +166,38 @@ def _ablation_section(doc: Document, df: pd.DataFrame) -> None:
             doc.add(Heading(2, ABLATION_TITLES[name]), Table(t, digits=ABLATION_DIGITS))
 
 
+def _edf_section(doc: Document, df: pd.DataFrame, outdir: Path) -> None:
+    """Error EDFs: one curve per variant (its seeds) and per width search (its sampled models), with n."""
+    prefix = ["source"] if df["source"].nunique() > 1 else []
+    groups = {
+        "ablation": (df[df["search_study"].isna()], [*prefix, "preset", "variant"], "variants over their seeds"),
+        "search": (
+            df[df["search_study"].notna()],
+            [*prefix, "search_study"],
+            "width searches over their sampled models",
+        ),
+    }
+    found = {name: (edf_curves(part, by), what) for name, (part, by, what) in groups.items()}
+    found = {name: cw for name, cw in found.items() if cw[0]}
+    if not found:
+        return
+    doc.add(
+        Heading(1, "Error EDFs"),
+        Text(
+            "Empirical distribution of error (100 - top1) over each population of completed trials (Radosavovic et "
+            "al., 2019): a curve further up and to the left is a better population. Populations of one trial are "
+            "left out (a single step)."
+        ),
+    )
+    for name, (curves, what) in found.items():
+        title = f"Error EDF of {what}"
+        plots_png = f"edf_{name}.png"
+        edf_png(curves, outdir / plots_png, title)
+        caption = "n: trials behind each curve; " + ", ".join(f"{k} (n={len(v)})" for k, v in curves.items())
+        doc.add(Heading(2, title), Figure(plots_png, edf_plotly(curves, title), caption))
+        doc.add(Table(edf_table(curves), digits=2))
+
+
 def _width_search_section(doc: Document, df: pd.DataFrame, outdir: Path) -> None:
     searched = df[df["search_study"].notna()]
     if searched.empty:
@@ -211,7 +250,9 @@ def _paper_section(doc: Document, fronts: list[Front], outdir: Path) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__)
-    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument(
+        "source", nargs="+", help=f"{SOURCE_HELP}; several sources go into one report (their EDFs side by side)"
+    )
     p.add_argument("-o", "--outdir", required=True, type=Path, help="folder for report.md, report.html, PNGs")
     p.add_argument("--group", help="only runs of this group (sweep or study name)")
     p.add_argument("--tag", action="append", dest="tags", help="only runs with this tag (repeat: all must match)")

@@ -6,8 +6,6 @@ from typing import Any
 
 import pandas as pd
 
-from .reference import paper_reference, reference_row, table_variants
-
 ID_COLUMNS = ["trial_id", "status", "group", "preset", "variant", "seed", "data", "epochs"]
 METRIC_COLUMNS = ["top1", "deploy_top1", "train_top1", "loss"]
 SIZE_COLUMNS = ["deploy_macs", "deploy_params", "train_macs", "train_params", "macs_input"]
@@ -15,7 +13,7 @@ SPEED_COLUMNS = ["images_per_s", "latency_ms", "latency_ms_iqr", "speed_form", "
 DEVICE_COLUMNS = ["device", "device_name", "threads", "batch_size", "speed_input", "dtype", "speed_setup"]
 ARCH_COLUMNS = ["a", "b", "depths", "groups", "grouped_layers", "use_se"]
 SEARCH_COLUMNS = ["search_study", "search_number", "search_feasible", "search_state", "search_values"]
-ORIGIN_COLUMNS = ["error", "origin", "where"]
+ORIGIN_COLUMNS = ["error", "origin", "where", "source"]
 COLUMNS = [
     *ID_COLUMNS,
     *METRIC_COLUMNS,
@@ -28,9 +26,6 @@ COLUMNS = [
 ]
 
 INTEGER_COLUMNS = ["seed", "epochs", "groups", "threads", "batch_size", "search_number"]
-ABLATION_TITLES = {"table6": "Table 6: branches (identity, 1x1)", "table7": "Table 7: block designs"}
-ABLATION_DIGITS = {"top1 mean": 2, "top1 std": 2, "deploy GMACs": 3, "reference top1": 2}
-ABLATION_STD = "sample std over seeds (ddof=1)"
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -58,9 +53,11 @@ def speed_setup(speed: dict[str, Any] | None) -> str | None:
     name = speed.get("device_name") or "unnamed"
     threads = f", {speed['threads']} threads" if device == "cpu" and speed.get("threads") else ""
     layout = ", channels_last" if speed.get("channels_last") else ""
+    tf32 = ", TF32" if speed.get("tf32") else ""
+    protocol = f"{speed['protocol']}: " if speed.get("protocol") else ""  # records older than speed protocols have none
     return (
-        f"{device} ({name}{threads}) | batch {speed.get('batch_size')} | {_dims(speed.get('input_size'))} | "
-        f"{speed.get('dtype')}{layout}"
+        f"{protocol}{device} ({name}{threads}) | batch {speed.get('batch_size')} | {_dims(speed.get('input_size'))} | "
+        f"{speed.get('dtype')}{tf32}{layout}"
     )
 
 
@@ -98,6 +95,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "error": rec.get("error"),
         "origin": _get(rec, "_origin", "kind"),
         "where": _get(rec, "_origin", "where"),
+        "source": rec.get("_source"),
     }
 
 
@@ -123,75 +121,6 @@ def metric_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         values = pd.to_numeric(df[col], errors="coerce")
         df[col] = values.astype("Int64") if (values.dropna() % 1 == 0).all() else values
     return df
-
-
-def _seed_list(seeds: pd.Series) -> str:
-    return ",".join(str(s) for s in seeds.dropna())
-
-
-def _ablation_row(trials: pd.DataFrame, table: str, variant: str) -> dict[str, Any]:
-    done = trials[(trials["status"] == "completed") & trials["top1"].notna()]
-    ref = reference_row(table, variant)
-    forms = sorted(set(done["form"].dropna()))
-    return {
-        "top1 mean": done["top1"].mean() if len(done) else None,
-        "top1 std": done["top1"].std(ddof=1) if len(done) > 1 else None,
-        "n": len(done),
-        "left out": len(trials) - len(done),
-        "seeds": _seed_list(done["seed"].sort_values()),
-        "deploy GMACs": done["deploy_macs"].mean() / 1e9 if len(done) else None,
-        "form": "/".join(forms) or None,
-        "reference top1": ref["top1"],
-        "reference source": ref["source"] if ref["top1"] is not None else None,
-        "reference note": ref["note"],
-    }
-
-
-def ablation_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Tables 6 and 7: top1 mean/std/n per (preset, data, variant) beside the paper's labelled numbers.
-
-    A preset/data pair gets a table's rows only when it has at least one trial of that table's variants;
-    the returned frames may be empty. Reference numbers are ImageNet RepVGG-B0 (see `reference_caption`).
-    """
-    out = {}
-    t6 = paper_reference()["table6"]
-    plain = df[df["search_study"].isna()]  # search candidates vary widths, not the block: not an ablation
-    for table in ("table6", "table7"):
-        variants = table_variants(table)
-        subset = plain[plain["variant"].isin(variants)]
-        rows = []
-        for (preset, data), part in subset.groupby(["preset", "data"], dropna=False, sort=True):
-            for v in variants:
-                head = {"preset": preset, "data": data, "variant": v}
-                if table == "table6":
-                    head |= {"identity": _tick(t6[v]["identity"]), "1x1": _tick(t6[v]["conv1x1"])}
-                rows.append(head | _ablation_row(part[part["variant"] == v], table, v))
-        out[table] = pd.DataFrame(rows)
-    return out
-
-
-def ablation_markdown(df: pd.DataFrame) -> str:
-    """Tables 6 and 7 as markdown with the reference caption (for a sweep's closing summary); "" if no ablation."""
-    parts = [
-        f"{ABLATION_TITLES[k]}\n\n{to_markdown(t, ABLATION_DIGITS)}"
-        for k, t in ablation_tables(df).items()
-        if not t.empty
-    ]
-    return "\n\n".join([*parts, reference_caption()]) if parts else ""
-
-
-def _tick(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
-def reference_caption() -> str:
-    """What the reference columns of the ablation tables are, in one sentence."""
-    ref = paper_reference()
-    return (
-        f"reference top1: {ref['ablation_setting']}, with each number's source label (paper-text, third-party, "
-        "derived); numbers the shared reference marks unverified are not shown. Our trials ran on other data "
-        f"and scale, so compare orderings, not values. top1 std: {ABLATION_STD}."
-    )
 
 
 def format_value(value: Any, digits: int = 2) -> str:

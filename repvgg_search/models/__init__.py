@@ -7,7 +7,7 @@ from torch import nn
 from .arch import PRESETS, ArchConfig, arch_config, default_grouped_layers, list_models
 from .checkpoint import load_state_dict
 from .errors import ArchError, NotReparameterizableError
-from .repvgg import STAGE_BUILDERS, RepVGG, build_model, register_stage_block, reparameterize_model
+from .repvgg import STAGE_BUILDERS, RepVGG, build_model, paired_init_, register_stage_block, reparameterize_model
 from .variants import VARIANTS, BlockSpec, list_variants, variant_spec
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "list_models",
     "list_variants",
     "load_state_dict",
+    "paired_init_",
     "register_stage_block",
     "reparameterize_model",
     "variant_spec",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from .arch import ArchConfig
@@ -73,9 +75,31 @@ def _build_blocks(arch: ArchConfig) -> list[list[nn.Module]]:
     return stages
 
 
-def build_model(arch: ArchConfig) -> RepVGG:
-    """The train-form model of `arch`."""
-    return RepVGG(arch)
+def build_model(arch: ArchConfig, seed: int | None = None) -> RepVGG:
+    """The train-form model of `arch`; with `seed`, initialized so that seed s gives the same initial weights to
+    every module that two architectures share (same path and shape), whatever else they hold (`paired_init_`)."""
+    model = RepVGG(arch)
+    return model if seed is None else paired_init_(model, seed)
+
+
+def paired_init_(model: nn.Module, seed: int) -> nn.Module:
+    """Re-initialize every module that has its own initializer from a generator seeded by (seed, module path).
+
+    Trials of different block variants with the same seed are then paired: `full` and `no_identity` start from the
+    same 3x3, 1x1 and classifier weights; modules only one of them has (ACB's 1x3, a residual block's convs) get
+    their own. BN, DiracNet's alpha/beta and the identity are deterministic anyway.
+    """
+    state = torch.random.get_rng_state()
+    try:
+        for name, module in model.named_modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset) and any(True for _ in module.parameters(recurse=False)):
+                digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=8).digest()
+                torch.manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+                reset()
+    finally:
+        torch.random.set_rng_state(state)
+    return model
 
 
 def reparameterize_model(model: nn.Module) -> nn.Module:

@@ -1,4 +1,6 @@
-"""Collect a sweep: `results.csv` (one row per trial) and `summary.md` (paper-style tables), from the records."""
+"""Collect a sweep from its records: `results.csv` (one row per trial, with its paired difference from the same-seed
+baseline), `groups.csv` (every axis value over its seeds), `comparisons.csv` (each variant against the baseline,
+paired by seed, Holm-corrected) and `summary.md` (the paper's tables with those statistics)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis.tables import ablation_markdown, metric_table, to_markdown
+from ..analysis.ablation import ablation_markdown, paper_diff
+from ..analysis.stats import group_stats, paired_comparisons
+from ..analysis.tables import metric_table, to_markdown
+from ..config import TrackingConfig
+from ..schema import MAC_CONVENTION
+from ..tracking import log_sweep_summary
 from .folder import SweepFolder
 
 RESULT_COLUMNS = [
@@ -17,7 +24,8 @@ RESULT_COLUMNS = [
 
 
 def results_table(folder: SweepFolder) -> pd.DataFrame:
-    """One row per planned trial; trials with no record yet appear with status `missing`."""
+    """One row per planned trial (trials with no record yet have status `missing`), its axis values as columns,
+    and `paired_diff`: its top1 minus the baseline's of the same seed and other axis values."""
     planned = folder.planned()
     records = []
     for t in planned:
@@ -31,7 +39,53 @@ def results_table(folder: SweepFolder) -> pd.DataFrame:
             df.at[idx, "variant"] = t.config.get("variant", {}).get("name")
         if pd.isna(df.at[idx, "preset"]):
             df.at[idx, "preset"] = t.config.get("model", {}).get("name")
-    return df[[c for c in RESULT_COLUMNS if c in df.columns]]
+    axes = _axis_columns(planned)
+    for path in axes:
+        df[path] = [t.axes.get(path) for t in planned]
+    df = df[[*[c for c in RESULT_COLUMNS if c in df.columns], *axes]]
+    df = _with_paired_diff(df, _baseline(folder), _pair_keys(axes))
+    df.attrs["axes"] = axes
+    return df
+
+
+def _axis_columns(planned: list) -> list[str]:
+    """The sweep's axes other than the variant and the seed (already columns of their own)."""
+    seen = dict.fromkeys(k for t in planned for k in t.axes)
+    return [k for k in seen if k not in ("variant", "variant.name", "seed")]
+
+
+def _pair_keys(axes: list[str]) -> list[str]:
+    return ["preset", "seed", *axes]
+
+
+def _baseline(folder: SweepFolder) -> str:
+    return (folder.read_definition() or {}).get("baseline") or "full"
+
+
+def _with_paired_diff(df: pd.DataFrame, baseline: str, keys: list[str]) -> pd.DataFrame:
+    done = df[(df["status"] == "completed") & df["top1"].notna()]
+    base = done[done["variant"] == baseline].groupby(keys, dropna=False)["top1"].mean().rename("baseline_top1")
+    df = df.join(base, on=keys) if len(base) else df.assign(baseline_top1=float("nan"))
+    df["paired_diff"] = df["top1"] - df["baseline_top1"]
+    return df.drop(columns="baseline_top1")
+
+
+def statistics_tables(df: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(groups, comparisons): each axis value over its seeds, and each variant against the baseline paired by
+    seed within each combination of the other axes (Holm-corrected within it)."""
+    done = df[(df["status"] == "completed") & df["top1"].notna()]
+    axes = df.attrs.get("axes", [])
+    groups = [group_stats(done, by).rename(columns={by: "value"}).assign(axis=by) for by in ["variant", *axes]]
+    comparisons = []
+    for key, part in done.groupby(["preset", *axes], dropna=False, sort=False) if len(done) else []:
+        if baseline in set(part["variant"]):
+            paper = {v: paper_diff(v, baseline) for v in part["variant"].unique()}
+            found = paired_comparisons(part, by="variant", baseline=baseline, paper=paper)
+            comparisons.append(found.assign(**dict(zip(["preset", *axes], key if isinstance(key, tuple) else (key,)))))
+    return (
+        pd.concat(groups, ignore_index=True) if groups else pd.DataFrame(),
+        pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame(),
+    )
 
 
 def summary_markdown(folder: SweepFolder, df: pd.DataFrame) -> str:
@@ -42,21 +96,60 @@ def summary_markdown(folder: SweepFolder, df: pd.DataFrame) -> str:
     lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f" (of {len(df)} trials)")
     records = [r for t in folder.planned() if (r := folder.result(t.trial_id)) and r.get("status") == "completed"]
     if records:
-        tables = ablation_markdown(metric_table(records))
-        speed = records[0].get("speed", {})
-        lines += [
-            "",
-            f"Speed: {speed.get('form')} form, batch {speed.get('batch_size')}, input {speed.get('input_size')}, "
-            f"{speed.get('dtype')}, {speed.get('device_name')} ({speed.get('device')}, {speed.get('threads')} threads). "
-            "MACs: fvcore, 1 multiply-add = 1, at 3x224x224.",
-            "",
-        ]
+        tables = ablation_markdown(metric_table(records), _baseline(folder))
+        lines += ["", speed_line(records), f"MACs: {MAC_CONVENTION}, at 3x224x224.", ""]
         lines.append(tables or _grid_table(df))
+        lines += _axis_tables(df)
     failed = df[df["status"].isin(["failed", "cancelled", "interrupted"])]
     if len(failed):
         lines += ["", "## Not completed", ""]
         lines += [f"- {r.trial_id} ({r.variant}, seed {r.seed}): {r.status}: {r.error}" for r in failed.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def speed_line(records: list[dict[str, Any]]) -> str:
+    """How the sweep's speed figures were measured, and how many distinct figures stand behind its trials."""
+    speeds = [r.get("speed") or {} for r in records]
+    sp = speeds[0]
+    tf32 = "" if sp.get("tf32") is None else f", TF32 {'on' if sp['tf32'] else 'off'}"
+    layout = "channels_last" if sp.get("channels_last") else "NCHW"
+    keys = {s.get("key") for s in speeds if s.get("key")}
+    unreliable = sum(1 for s in speeds if s.get("reliable") is False)
+    return (
+        f"Speed: protocol {sp.get('protocol')}, batch {sp.get('batch_size')}, input {sp.get('input_size')}, "
+        f"{sp.get('dtype')}{tf32}, {layout}, {sp.get('device_name')} ({sp.get('device')}, {sp.get('threads')} "
+        f"threads); median of {len(sp.get('rounds_images_per_s') or [])} rounds; {len(keys)} distinct deploy "
+        f"architecture(s) measured once each for {len(speeds)} trials"
+        + (f"; {unreliable} unreliable" if unreliable else "")
+        + "."
+    )
+
+
+def _mirror(folder: SweepFolder, df: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """The sweep's summary run in wandb (tables and verdicts); offline runs: how to upload them."""
+    planned = folder.planned()
+    if not planned:
+        return
+    tracking = TrackingConfig(**(planned[0].config.get("tracking") or {}))
+    comparisons = tables["comparisons"]
+    verdicts = {f"verdict/{r.variant}": r.verdict for r in comparisons.itertuples()} if len(comparisons) else {}
+    definition = folder.read_definition() or {}
+    run_dir = log_sweep_summary(tracking, name=str(definition.get("name")), folder=folder.root, config=definition,
+                                tables=tables, summary={"trials": len(df), **verdicts})  # fmt: skip
+    if run_dir and tracking.mode == "offline":
+        print(
+            f"wandb (offline): upload this sweep's runs with `wandb sync {folder.root.resolve()}/trials/*/wandb/offline-run-* {run_dir}`"
+        )
+
+
+def _axis_tables(df: pd.DataFrame) -> list[str]:
+    """Every axis other than variant and seed, over its values (n, mean, 95% t interval of top1)."""
+    done = df[(df["status"] == "completed") & df["top1"].notna()]
+    out = []
+    for axis in df.attrs.get("axes", []):
+        table = group_stats(done, axis).drop(columns="values")
+        out += ["", f"By {axis} (top1 over the trials of each value; 95% t interval)", "", to_markdown(table)]
+    return out
 
 
 def _grid_table(df: pd.DataFrame) -> str:
@@ -65,9 +158,14 @@ def _grid_table(df: pd.DataFrame) -> str:
 
 
 def write_results(folder: SweepFolder) -> dict[str, Any]:
+    """results.csv, groups.csv, comparisons.csv and summary.md; prints the summary; returns the counts."""
     df = results_table(folder)
     df.to_csv(folder.root / "results.csv", index=False)
+    groups, comparisons = statistics_tables(df, _baseline(folder))
+    groups.to_csv(folder.root / "groups.csv", index=False)
+    comparisons.to_csv(folder.root / "comparisons.csv", index=False)
     summary = summary_markdown(folder, df)
     (folder.root / "summary.md").write_text(summary)
     print(summary)
+    _mirror(folder, df, {"results": df, "groups": groups, "comparisons": comparisons})
     return {"folder": str(folder.root), **df["status"].value_counts().to_dict(), "trials": len(df)}

@@ -46,8 +46,12 @@ class GridSweep:
     def from_config(cls, cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> GridSweep:
         """Validate every trial, claim the folder for this definition, write the trial configs."""
         trials = expand(cfg, launcher.threads)
-        axes = {"axes": OmegaConf.to_container(cfg.sweep.axes)}
-        resumed = folder.claim(cfg.sweep.name, "grid", [t.trial_id for t in trials], axes)
+        extra = {
+            "axes": OmegaConf.to_container(cfg.sweep.axes),
+            "seeds": cfg.sweep.seeds,
+            "baseline": cfg.sweep.baseline,
+        }
+        resumed = folder.claim(cfg.sweep.name, "grid", [t.trial_id for t in trials], extra)
         folder.materialize(trials)
         return cls(folder, launcher, cfg.sweep, trials, resumed)
 

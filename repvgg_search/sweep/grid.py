@@ -30,6 +30,8 @@ def expand(cfg: DictConfig, threads: int | None = None) -> list[PlannedTrial]:
     """
     base = typed_config(base_trial_config(cfg))
     axes = {ALIASES.get(k, k): list(v) for k, v in OmegaConf.to_container(cfg.sweep.axes, resolve=True).items()}
+    if cfg.sweep.seeds:  # the seed is the last axis: seed s of every variant forms a pair
+        axes["seed"] = list(range(cfg.sweep.seeds))
     checked = _checked_axis_values(axes)
     trials, seen = [], {}
     for combo in itertools.product(*axes.values()):

@@ -30,6 +30,8 @@ class SweepSpec:
     name: str | None = None  # the sweep's name; set by the sweep file (+sweep=NAME)
     kind: str = "grid"  # grid: the cross product of `axes` | search: an Optuna search (see `search`)
     axes: dict[str, list[Any]] = field(default_factory=dict)  # config path -> values, e.g. {seed: [0, 1]}
+    seeds: int | None = None  # N: every trial with seeds 0..N-1 (paired across variants); or list them in axes.seed
+    baseline: str = "full"  # the variant every other one is compared with (paired by seed) in the summary
     dir: str | None = None  # sweep folder; null = outputs/sweeps/<name> (stable: rerunning resumes it)
     action: str = "run"  # run | status | collect | cancel
     dry_run: bool = False  # write the trial configs and print the plan; submit nothing
@@ -73,6 +75,19 @@ def validate_spec(cfg: DictConfig) -> None:
         raise SweepError(f"sweep.kind={spec.kind!r} is unknown; allowed: {', '.join(KINDS)}")
     if spec.action not in ACTIONS:
         raise SweepError(f"sweep.action={spec.action!r} is unknown; allowed: {', '.join(ACTIONS)}")
+    if spec.seeds is not None and spec.kind == "search":
+        raise SweepError(
+            f"sweep.seeds={spec.seeds} applies to grid sweeps; a width search trains each sampled candidate once and "
+            "is compared by its population (error EDF). To repeat chosen candidates with seeds, run a grid sweep "
+            "over them (sweep.axes over model.a, model.b, ...) with sweep.seeds"
+        )
+    if spec.seeds is not None and spec.seeds < 1:
+        raise SweepError(f"sweep.seeds={spec.seeds} must be >= 1 (the number of seeds), or null")
+    if spec.seeds is not None and "seed" in spec.axes:
+        raise SweepError(
+            f"sweep.seeds={spec.seeds} and sweep.axes.seed={list(spec.axes['seed'])} both give the seeds: keep one "
+            f"(sweep.seeds=N means seeds 0..N-1; axes.seed lists them)"
+        )
     if spec.retries < 0 or spec.poll_s <= 0 or spec.max_wait_h <= 0:
         raise SweepError("sweep.retries must be >= 0, sweep.poll_s and sweep.max_wait_h > 0")
 

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from .. import records
 from ..data import build_loaders
-from ..devices import DeviceLock, resolve_device
+from ..devices import DeviceLock, resolve_device, training_environment
 from ..distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
 from ..engine import (
     build_optimizer,
@@ -142,6 +142,7 @@ class _Trial:
         self.timings: dict[str, float] = {}
         self.t0 = time.perf_counter()
         self.tracker: Tracker | None = None
+        self.environment: dict[str, Any] = {}
         self.dist: DistInfo | None = None
 
     def run(self) -> dict[str, Any]:
@@ -178,6 +179,7 @@ class _Trial:
         if threads:
             torch.set_num_threads(threads)
         configure_backends(s.train, self.device)
+        self.environment = training_environment(self.device, s.train)
         self.lock = DeviceLock(self.device)  # shared while training, so speed is never timed beside it
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +209,7 @@ class _Trial:
             autoaugment=s.train.autoaugment,
         )
         torch.manual_seed(s.seed)
-        model = prepare_model(build_model(s.arch), s.train, self.device)
+        model = prepare_model(build_model(s.arch, seed=s.seed), s.train, self.device)  # paired across variants
         self.model = wrap_ddp(model, dist) if dist.is_distributed else model
         self.optimizer = build_optimizer(model, s.train, s.data.batch_size * dist.world_size)
         self.scheduler = build_scheduler(self.optimizer, s.train, len(self.train_loader))
@@ -347,6 +349,7 @@ class _Trial:
             "timings": dict(self.timings),
             "git_commit": records.git_commit(),
             "versions": records.library_versions(),
+            "environment": self.environment,
             "wandb_run": self.tracker.run_dir if self.tracker is not None else None,
             "error": fields.get("error"),
         }
