@@ -103,6 +103,9 @@ class TrackingConfig:
     entity: str | None = None  # wandb entity (user or team); null = the account's default
     group: str | None = None  # wandb group; sweeps and searches set it to their name
     tags: list[str] = field(default_factory=list)  # extra tags (preset and variant are always added)
+    name: str | None = None  # run name; null = <preset>-<variant>-s<seed> (sweeps add the axes that vary)
+    console: bool = True  # capture the trial's console output (the run's Logs tab)
+    system_metrics: bool = True  # CPU/GPU/memory metrics (the run's System tab)
 
 
 @dataclass
@@ -112,6 +115,18 @@ class GateConfig:
     max_rel_error: float = 1e-4  # bound on max|y_train - y_deploy| / max|y_train| over the gate's images
     dtype: str = "float32"  # float32 (TF32 off, no autocast) | float64 (copies of both forms)
     images: int = 256  # the first validation images compared (a fixed set: the loader's order)
+
+
+@dataclass
+class QuantConfig:
+    """INT8 post-training quantization of the measured form (onnxruntime, static, on the CPU): a measurement of the
+    trial, not part of what it is (not in its id)."""
+
+    ptq: bool = False  # quantize after training; records quant.int8_top1, quant.drop and the INT8 speed
+    calib_images: int = 256  # training images (evaluation transform, a fixed seeded choice) that set the ranges
+    per_channel: bool = True  # a weight scale per output channel (else one per tensor)
+    calibrate: str = "minmax"  # activation range calibration: minmax | entropy | percentile
+    speed: str = "cpu"  # speed protocol of the INT8 and float figures (runtime onnxruntime); none = no figures
 
 
 @dataclass
@@ -125,10 +140,12 @@ class TrialConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)  # the protocol of the deploy form's speed figure
     gate: GateConfig = field(default_factory=GateConfig)  # the conversion check
+    quant: QuantConfig = field(default_factory=QuantConfig)  # INT8 post-training quantization (off by default)
     seed: int = 0  # seeds weight init, data order and augmentation
     device: str = "auto"  # auto (cuda when visible, else cpu) | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads of this trial; null = torch's default (all cores)
-    save_deploy: bool = True  # write the deploy form's weights (deploy.pt) into the trial folder
+    keep_checkpoint: str = "deploy"  # what a completed trial keeps: all (training checkpoint + deploy weights) |
+    #   deploy (deploy.pt only) | none (records only). Applied once the trial is recorded completed
     output_dir: str | None = None  # trial folder; null = outputs/trials/<preset>-<variant>-s<seed>-<trial id>
     speed_dir: str | None = None  # where speed figures are kept, one per (deploy architecture, device, protocol);
     #   null = <trial folder>/speed. A sweep points all its trials at <sweep folder>/speed

@@ -326,7 +326,7 @@ def _clip(model: nn.Module, cfg: TrainConfig) -> None:
 def _progress_bar(total: int, epoch: int):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"epoch {epoch}", file=sys.stderr, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=f"epoch {epoch + 1}", file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 def _report_step(
@@ -337,7 +337,9 @@ def _report_step(
         if state.steps % 10 == 0 or state.steps == total:  # .item() waits for the GPU: not every step
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
     elif cfg.log_interval and state.steps % cfg.log_interval == 0:
-        log(f"epoch {epoch} step {state.steps}/{total} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.4g}")
+        log(
+            f"epoch {epoch + 1} step {state.steps}/{total} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.4g}"
+        )
 
 
 def _finish_epoch(model, state: _EpochState, optimizer, device: torch.device, start: float, epoch: int, log) -> dict:
@@ -351,10 +353,10 @@ def _finish_epoch(model, state: _EpochState, optimizer, device: torch.device, st
     loss = loss_sum / max(seen, 1)
     if not math.isfinite(loss):
         raise FloatingPointError(
-            f"training diverged: loss is {loss} in epoch {epoch}; lower train.base_lr or add warmup"
+            f"training diverged: loss is {loss} in epoch {epoch + 1}; lower train.base_lr or add warmup"
         )
     result = {
-        "epoch": epoch,
+        "epoch": epoch + 1,  # epochs are numbered from 1 everywhere a person or a record sees them
         "loss": loss,
         "top1": 100.0 * correct / max(seen, 1),
         "images_per_s": seen / seconds if seconds > 0 else float("nan"),
@@ -363,7 +365,7 @@ def _finish_epoch(model, state: _EpochState, optimizer, device: torch.device, st
         "seconds": seconds,
     }
     log(
-        f"epoch {epoch} train loss {loss:.4f} top1 {result['top1']:.2f} {result['images_per_s']:.0f} img/s lr {result['lr']:.4g}"
+        f"epoch {epoch + 1} train loss {loss:.4f} top1 {result['top1']:.2f} {result['images_per_s']:.0f} img/s lr {result['lr']:.4g}"
     )
     return result
 

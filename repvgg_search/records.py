@@ -8,21 +8,27 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .errors import BadInputError
+
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoints/last.pt"
 DEPLOY_WEIGHTS = "deploy.pt"
+EXPORT_DIR = "export"  # exported and quantized models (ONNX, .pt2)
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see a partial file."""
+def _atomic(path: Path, write, keep_previous: Path | None = None) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see a partial file. With
+    `keep_previous`, the file being replaced is first renamed there (a crash between the two renames leaves it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -31,10 +37,20 @@ def _atomic(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be read by others
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, path) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same OS error with the record's path in it (a failed write() names no file)."""
+    return exc if exc.filename else type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -42,15 +58,30 @@ def write_json(path: Path, data: Any) -> None:
     _atomic(Path(path), lambda f: f.write((json.dumps(_finite(data), indent=1) + "\n").encode()))
 
 
+class RecordError(BadInputError):
+    """A record file exists but cannot be read (torn, edited, or not ours); the message names the file."""
+
+
 def read_json(path: Path) -> Any | None:
-    """The JSON in `path`, or None when it does not exist."""
+    """The JSON in `path`, or None when it does not exist; RecordError naming the file when it is not JSON."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path} is not valid JSON ({exc}); move it aside (or choose another folder)") from None
+
+
+def previous(path: Path) -> Path:
+    """Where the checkpoint before `path` is kept while a new one is written (last.pt -> last.prev.pt)."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomically save a checkpoint (tensors and plain Python values only, so it loads with weights_only)."""
-    _atomic(Path(path), lambda f: torch.save(state, f))
+    """Atomically save a checkpoint (tensors and plain Python values only, so it loads with weights_only); the one
+    it replaces stays as `previous(path)` until the next save, so a torn or corrupted latest has a fallback."""
+    _atomic(Path(path), lambda f: torch.save(state, f), keep_previous=previous(Path(path)))
 
 
 def load_checkpoint(path: Path) -> dict | None:
@@ -59,12 +90,52 @@ def load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
+CHECKPOINT_KEYS = ("trial_id", "epochs_done", "model")
+
+
+def load_usable_checkpoint(path: Path, log: Callable[[str], None], move_aside: bool = True) -> dict | None:
+    """The newest checkpoint that loads and holds what a resume needs: `path`, else its previous one (an epoch
+    redone). A file that cannot be used is moved aside (`<name>.unusable-<time>`) with a message naming it."""
+    for candidate in (Path(path), previous(Path(path))):
+        if not candidate.exists():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+                raise ValueError(
+                    f"not a trial checkpoint (keys {sorted(state)[:5] if isinstance(state, dict) else type(state).__name__})"
+                )
+            return state
+        except Exception as exc:  # torn, truncated, random bytes, a foreign pickle: never trusted, never lost
+            aside = candidate.with_name(f"{candidate.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+            if move_aside:  # one process moves it (rank 0 of a multi-process trial); the others skip it
+                os.replace(candidate, aside)
+            log(f"checkpoint {candidate} cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                f"moved to {aside.name}")  # fmt: skip
+    return None
+
+
+def checkpoint_owner(path: Path) -> str | None:
+    """The trial id a checkpoint belongs to, or None when there is none or it cannot be read."""
+    for candidate in (Path(path), previous(Path(path))):
+        try:
+            state = load_checkpoint(candidate)
+        except Exception:  # an unreadable checkpoint says nothing about its owner
+            continue
+        if isinstance(state, dict) and state.get("trial_id"):
+            return state["trial_id"]
+    return None
+
+
 def append_jsonl(path: Path, row: dict) -> None:
     """Append one JSON line (flushed and synced: a crash loses at most the line being written)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(_finite(row)) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(_finite(row)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise _naming(exc, path) from exc
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # analysis reads records without importing torch
 
 SCHEMA_VERSION = 1
 # running: in progress (or its process died: see the sweep's job states); the rest are final for that run.
-STATUSES = ("completed", "failed", "interrupted", "cancelled", "running", "infeasible", "pruned")
+STATUSES = ("completed", "failed", "interrupted", "cancelled", "running", "infeasible", "pruned", "diverged")
 # wandb run states accepted wherever a status is asked for (analysis filters).
 STATE_ALIASES = {"finished": "completed", "crashed": "failed", "killed": "interrupted"}
 MAC_CONVENTION = "fvcore MACs (1 multiply-add = 1; conv, linear, BN and pooling counted; ReLU and adds not)"

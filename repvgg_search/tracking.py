@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import netrc
 import os
@@ -49,6 +50,20 @@ def has_credentials() -> bool:
     return any(entries.authenticators(h) is not None for h in hosts)
 
 
+def run_id(trial_id: str, trial_dir: Path) -> str:
+    """A trial's wandb run id: its trial id and a hash of its folder, so the same config trained in two folders
+    makes two runs, and a resumed trial (same folder) continues its own."""
+    where = hashlib.sha256(str(Path(trial_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{trial_id}-{where}"
+
+
+def run_settings(cfg: TrackingConfig) -> Any:
+    """Console capture and system metrics as `tracking.console` and `tracking.system_metrics` say."""
+    import wandb
+
+    return wandb.Settings(console="auto" if cfg.console else "off", x_disable_stats=not cfg.system_metrics)
+
+
 class Tracker:
     """A wandb run mirroring one trial (or nothing when tracking is disabled or this is not rank 0)."""
 
@@ -60,6 +75,7 @@ class Tracker:
         trial_dir: Path,
         config: dict[str, Any],
         tags: list[str],
+        name: str,
         enabled: bool = True,
     ) -> None:
         self.run = None
@@ -71,18 +87,20 @@ class Tracker:
         self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity,
-            group=cfg.group,
-            id=trial_id,
-            name=trial_id,
+            group=cfg.group or "trials",
+            job_type="trial",
+            id=run_id(trial_id, trial_dir),
+            name=cfg.name or name,
             tags=sorted(set(tags) | set(cfg.tags)),
             config=config,
             dir=str(trial_dir),
             mode=cfg.mode,
-            resume="allow",
-            settings=wandb.Settings(console="off", x_disable_stats=True),
+            resume="allow",  # the same folder resumed is the same run; another folder is another run
+            settings=run_settings(cfg),
         )
         self.run.define_metric("epoch")
         self.run.define_metric("*", step_metric="epoch")
+        self.run.summary.update({"trial_id": trial_id, "trial_dir": str(Path(trial_dir).resolve())})
 
     @property
     def run_dir(self) -> str | None:
@@ -111,16 +129,14 @@ def log_sweep_summary(
     result tables as wandb Tables, its verdicts in the summary. Returns the run's folder (None when disabled)."""
     if cfg.mode == "disabled":
         return None
-    import hashlib
-
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")
     run_id = f"{name}-summary-{hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:8]}"
     run = wandb.init(
         project=cfg.project, entity=cfg.entity, group=name, job_type="sweep-summary", id=run_id,
-        name=f"{name} (summary)", config=config, dir=str(folder), mode=cfg.mode, resume="allow",
-        settings=wandb.Settings(console="off", x_disable_stats=True),
+        name=f"{name} (summary)", config=config, dir=str(Path(folder).resolve()), mode=cfg.mode, resume="allow",
+        settings=wandb.Settings(console="off", x_disable_stats=True),  # a short summary: nothing to watch
     )  # fmt: skip
     plain = {k: df.astype(object).where(df.notna(), None) for k, df in tables.items() if df is not None and len(df)}
     run.log({key: wandb.Table(dataframe=df) for key, df in plain.items()})  # missing values as null, not pd.NA

@@ -7,13 +7,25 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .config import CONF_DIR, register_configs
-from .errors import EXIT_BAD_INPUT, BadInputError
-from .trial import EXIT_INTERRUPTED, TrialInterrupted, TrialSettings, claim_folder, run_trial, settings_from_config
+from .config import register_configs
+from .entry import hydra_entry
+from .trial import (
+    EXIT_BUSY,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    LOG,
+    TrialBusy,
+    TrialInterrupted,
+    TrialSettings,
+    claim_folder,
+    run_trial,
+    settings_from_config,
+)
+from .trial.runner import one_line
 
 register_configs()
 _log = logging.getLogger("repvgg_search.train")
@@ -29,12 +41,12 @@ def trial_folder(cfg: DictConfig, settings: TrialSettings) -> Path:
         return Path(cfg.output_dir)
     if any(o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra):
         return Path(HydraConfig.get().runtime.output_dir)
-    name = f"{settings.preset}-{settings.arch.variant.label}-s{settings.seed}-{settings.trial_id}"
+    name = f"{settings.display_name}-{settings.trial_id}"
     return Path("outputs") / "trials" / name
 
 
 def prepare(cfg: DictConfig) -> tuple[TrialSettings, Path]:
-    """Validate the config and the output folder (raises ValueError on bad input, before any training)."""
+    """Validate the config and the output folder (BadInputError before any training or any folder is made)."""
     settings = settings_from_config(cfg)
     trial_dir = trial_folder(cfg, settings)
     claim_folder(trial_dir, settings)
@@ -53,25 +65,36 @@ def _summary(result: dict) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="trial")
+@hydra_entry("trial")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point: exit 2 on bad input (before any training), 3 when interrupted, 1 on failure."""
-    try:
-        settings, trial_dir = prepare(cfg)
-    except BadInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    """Exit status: 0 done (or already done), 2 bad input (before any training), 3 interrupted, 4 diverged,
+    5 another process trains this trial now, 1 failed (one line here; the traceback in the trial's log)."""
+    settings, trial_dir = prepare(cfg)
     _log.info("trial %s (%s/%s) in %s", settings.trial_id, settings.preset, settings.arch.variant.label, trial_dir)
     try:
-        result = run_trial(settings, trial_dir)
+        result = run_trial(settings, trial_dir, wait=False)
     except TrialInterrupted as exc:
-        print(f"interrupted ({exc}); rerun the same command with the same output folder to resume", file=sys.stderr)
+        print(f"interrupted ({exc}); rerun the same command to resume in {trial_dir} from its last finished epoch",
+              file=sys.stderr)  # fmt: skip
         sys.exit(EXIT_INTERRUPTED)
+    except TrialBusy as exc:
+        print(f"error: {exc}: that process trains this trial now; nothing started (wait for it, or stop it)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(EXIT_BUSY)
+    except (OSError, MemoryError, torch.OutOfMemoryError) as exc:
+        print(f"error: {one_line(exc)} (recorded in {trial_dir / 'result.json'}; traceback in {trial_dir / LOG})",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)
+    _report(result, trial_dir)
+
+
+def _report(result: dict, trial_dir: Path) -> None:
     if "metrics" not in result:  # ranks other than 0 of a multi-process trial record nothing
         return
-    if result["status"] != "completed":  # e.g. a failed conversion gate: the training is kept
-        print(f"error: {result['error']} (recorded in {trial_dir / 'result.json'})", file=sys.stderr)
-        sys.exit(1)
+    if result["status"] != "completed":  # a failed conversion gate, a diverged training: the record says which
+        print(f"error: {result['error']} (status {result['status']}, recorded in {trial_dir / 'result.json'})",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(EXIT_DIVERGED if result["status"] == "diverged" else 1)
     print(_summary(result))
     print(json.dumps({"trial_id": result["trial_id"], "status": result["status"]}))
 

@@ -1,14 +1,26 @@
-"""Pareto masks, hypervolume and search progress on hand-computed cases."""
+"""Pareto masks, hypervolume and search progress on hand-computed cases; a search's Pareto set in the report."""
 
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from repvgg_search.analysis.pareto import hypervolume, hypervolume_progress, pareto_front, pareto_mask, reference_point
+from repvgg_search.analysis.pareto import (
+    hypervolume,
+    hypervolume_progress,
+    pareto_front,
+    pareto_mask,
+    reference_point,
+    search_candidate,
+    search_values,
+)
+from repvgg_search.analysis.report import build_report
+from repvgg_search.analysis.schema import example_record
 
 
 def brute_force_front(points: np.ndarray, maximize: tuple[bool, ...]) -> np.ndarray:
@@ -88,3 +100,61 @@ def test_pareto_front_keeps_dominated_rows() -> None:
     front = pareto_front(df, "x", "y", maximize=(False, True))
     assert front["id"].tolist() == ["a", "b", "c"]  # the row without x is not a point
     assert front["pareto"].tolist() == [True, False, False]
+
+
+# ---------------------------------------------------------------- a width search's Pareto set, report vs pareto.csv
+
+OBJECTIVES = ["top1", "images_per_s"]
+# (number, status, kind, feasible, top1, images/s, GMACs). On top1 vs images/s the front is {0, 1}; on top1 vs
+# GMACs over completed trials (what reports used to draw) it is {0, 2, 3, 4}.
+CANDIDATES = [
+    (0, "completed", "trained", True, 96.0, 5000.0, 1.2),  # best top1
+    (1, "completed", "trained", True, 94.0, 9000.0, 1.0),  # fastest
+    (2, "completed", "trained", True, 95.0, 4000.0, 0.6),  # slower than #0 and worse: only on the GMACs front
+    (3, "completed", "trained", True, 93.0, 3000.0, 0.4),  # cheapest in MACs: only on the GMACs front
+    (4, "completed", "trained", False, 97.0, 9500.0, 1.5),  # beats all, but over the latency budget
+    (5, "pruned", "pruned", None, None, None, 0.9),
+    (6, "infeasible", "infeasible", False, None, None, 3.5),  # over the MAC budget, never trained
+    (7, "failed", "failed", None, None, None, 0.8),
+]
+
+
+def _candidate(number, status, kind, feasible, top1, ips, gmacs) -> dict:
+    values = [top1, ips] if kind == "trained" else None
+    search = {"study": "speed-study", "number": number, "kind": kind, "feasible": feasible, "values": values,
+              "objectives": OBJECTIVES, "directions": ["maximize", "maximize"]}  # fmt: skip
+    return example_record(
+        f"cand{number}", top1=top1, preset="custom", group="speed-study", status=status, macs=int(gmacs * 1e9),
+        images_per_s=ips, speed={"device": "cuda", "device_name": "GPU", "batch_size": 64}, search=search,
+    )  # fmt: skip
+
+
+def _markdown_table_after(md: str, marker: str) -> pd.DataFrame:
+    lines = md[md.index(marker) :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = [line.strip("|").split("|") for line in itertools.takewhile(lambda x: x.startswith("|"), lines[start:])]
+    return pd.DataFrame([[c.strip() for c in r] for r in rows[2:]], columns=[c.strip() for c in rows[0]])
+
+
+def test_search_candidate_and_values_follow_the_record() -> None:
+    recs = [_candidate(*c) for c in CANDIDATES]
+    assert [search_candidate(r) for r in recs] == [True, True, True, True, False, False, False, False]
+    values = search_values(recs, 2)
+    assert values[0].tolist() == [96.0, 5000.0] and np.isnan(values[4:]).all()
+
+
+def test_report_pareto_set_is_the_searchs_own(tmp_path: Path) -> None:
+    """The study optimized top1 vs images/s: the report lists the set pareto.csv lists, not top1 vs GMACs."""
+    from repvgg_search.search.collect import pareto_table
+    from repvgg_search.sweep.folder import SweepFolder
+
+    for c in CANDIDATES:
+        (tmp_path / "search" / "trials" / f"cand{c[0]}").mkdir(parents=True)
+        (tmp_path / "search" / "trials" / f"cand{c[0]}" / "result.json").write_text(json.dumps(_candidate(*c)))
+    expected = pareto_table(SweepFolder(tmp_path / "search"), OBJECTIVES)
+    md = build_report(tmp_path / "search", tmp_path / "report").read_text()
+    table = _markdown_table_after(md, "Pareto set on the study's own objectives")
+    assert set(table["trial_id"]) == set(expected["trial_id"]) == {"cand0", "cand1"}
+    assert table["trial_id"].tolist() == expected["trial_id"].tolist()  # best top1 first, as pareto.csv
+    assert "maximize top1, maximize images_per_s" in md
+    assert "Hypervolume of top1 vs throughput (images/s) after each trial" in md  # progress: the same objectives

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,7 @@ def _cases():
 
 def _data_root(option: str, tmp: Path) -> list[str]:
     """A minimal on-disk layout for the data sets that validate their root (nothing is read from it)."""
-    from repvgg_search.data import _CIFAR_DIRS
+    from repvgg_search.data.config import CIFAR_DIRS as _CIFAR_DIRS
 
     if option in _CIFAR_DIRS:
         (tmp / _CIFAR_DIRS[option]).mkdir(parents=True)
@@ -105,3 +107,21 @@ def test_type_errors_name_the_key():
 
     with pytest.raises(ConfigCompositionException, match="model.a=wide"):
         _compose("profile", ["model.a=wide"])
+
+
+@pytest.mark.parametrize(
+    ("module", "accepted", "refused"),
+    [
+        ("repvgg_search.train", ["model", "variant", "data", "train", "speed"], ["launcher", "sweep"]),
+        ("repvgg_search.sweep", ["model", "variant", "data", "train", "speed", "launcher", "+sweep"], []),
+        ("repvgg_search.profile", ["model", "variant", "speed"], ["data", "train", "launcher", "sweep"]),
+    ],
+)
+def test_help_lists_only_the_groups_the_entry_point_accepts(module, accepted, refused):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    groups = out.stdout.split("== Configuration groups")[1].split("== Config ")[0]
+    listed = [line.split(":")[0] for line in groups.splitlines()[1:] if ":" in line]
+    assert sorted(listed) == sorted(accepted) and not set(refused) & set(listed)
+    assert "variant: " in groups and "qarepvgg" in groups  # each group with its options
+    assert "\nmodel:\n  name: a0" in out.stdout  # the config the command would run

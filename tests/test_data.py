@@ -17,6 +17,7 @@ from repvgg_search.data import (
     digits_arrays,
     digits_split,
     load_digits_split,
+    loaders,
     set_epoch,
     validate_data,
 )
@@ -37,6 +38,18 @@ def test_digits_are_scikit_learns():
     images, target = digits_arrays()
     reference = load_digits()
     assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
+
+
+def test_digits_fall_back_to_load_digits_when_the_file_layout_changes(monkeypatch):
+    """scikit-learn's file layout is internal: when the file is not where it was, its public loader is used."""
+    monkeypatch.setattr(loaders, "DIGITS_FILE", ("datasets", "data", "moved", "digits.csv.gz"))
+    loaders.digits_arrays.cache_clear()
+    try:
+        images, target = loaders.digits_arrays()
+    finally:
+        loaders.digits_arrays.cache_clear()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.float64 and target.dtype == np.int64
+    assert np.array_equal(images, digits_arrays()[0]) and np.array_equal(target, digits_arrays()[1])
 
 
 def test_digits_split_is_stratified_disjoint_and_fixed():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from repvgg_search.jobs import launchers
+from repvgg_search.jobs import progress as progress_module
 from repvgg_search.jobs.launchers import GpuSlots, LauncherError, make_launcher
 from repvgg_search.jobs.pool import JobLog, JobPool
 
@@ -71,3 +72,17 @@ def test_the_pool_resubmits_within_the_retry_limit(tmp_path):
     pool = JobPool(launcher, tmp_path / "jobs", log, poll_s=0.01, max_wait_h=0.01, retries=2, attempts={"b": 1})
     pool.run(["a", "b"], Work, lambda key, job, state: True)  # every end asks for a rerun
     assert pool.attempts == {"a": 3, "b": 3}  # b had one attempt from an earlier driver run
+
+
+def test_progress_lines_show_elapsed_time_and_eta(capsys, monkeypatch):
+    """Batch jobs (no terminal) get plain lines with the elapsed time and, once something finished, an ETA."""
+    clock = iter([0.0, 30.0, 30.0, 90.0, 90.0])
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    p = progress_module.Progress("sweep demo", total=4, live=False)
+    p.show("pending 4  done 0", 0)
+    p.show("pending 3  done 1", 1)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "[sweep demo] pending 4  done 0  elapsed 30s",
+        "[sweep demo] pending 3  done 1  elapsed 1m30s  ETA 4m30s",
+    ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -30,6 +33,7 @@ from repvgg_search.search.storage import HeartbeatJournalStorage
 from repvgg_search.search.study import Budget, claim_slot, record, search_loop, tally
 from repvgg_search.search.worker import epoch_reporter, worker_loop
 from repvgg_search.sweep.folder import SweepFolder
+from repvgg_search.sweep.spec import register
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny but real trials: one layer per stage, a quarter of a0's widths, one epoch, two timed batches.
@@ -41,6 +45,7 @@ SYNTH = ["data=synthetic", "data.synthetic_train_size=128", "data.synthetic_val_
 
 
 def launch_cfg(*overrides: str):
+    register()  # the launch schema (test modules run alone too)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("launch", overrides=["+sweep=width_search", *overrides])
 
@@ -191,11 +196,11 @@ def test_pruning_reporter_stops_a_poor_trial():
     for _ in range(3):
         t = study.ask()
         for epoch in range(3):
-            t.report(90.0, epoch)
+            t.report(90.0, epoch + 1)
         study.tell(t, 90.0)
     on_epoch = epoch_reporter(study.ask())
     with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
-        on_epoch(0, {"val_top1": 10.0})
+        on_epoch(1, {"val_top1": 10.0})
 
 
 # -- real trials ------------------------------------------------------------------------------------------------
@@ -299,3 +304,55 @@ def test_status_and_collect_work_from_the_records(searched: Path):
     assert (searched / "pareto.csv").exists() and summary["trained"] >= 3
     status = search_action(SweepFolder(searched), "status")
     assert status["trained"] >= 3
+    out = subprocess.run([sys.executable, "-m", "repvgg_search.sweep", f"sweep.dir={searched}", "sweep.action=status"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "best top1 so far:" in out and out.count("top1 ") >= 4  # a line per trial, and the best
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_finished_study_with_its_objective_names(searched: Path):
+    """The README's dashboard command, over loopback: the study, its trials and the objectives by name."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    server = subprocess.Popen([str(exe), str(searched / "study.journal"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline, studies = time.monotonic() + 60, None
+        while studies is None:
+            assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not come up"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies = json.load(r)["study_summaries"]
+            except OSError:
+                time.sleep(0.3)
+        (study,) = studies
+        assert study["study_name"] == "width_search" and study["directions"] == ["maximize", "maximize"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0") as r:
+            detail = json.load(r)
+        assert detail["objective_names"] == ["top1", "images_per_s"]  # not "Objective 0/1"
+        assert len(detail["trials"]) == len(_study(searched).get_trials())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_search_on_int8_objectives(tmp_path):
+    """INT8 top1 and INT8 speed as the objectives: each candidate is quantized after training, and the study is
+    told the values its record holds."""
+    folder = tmp_path / "q"
+    proc = sweep_cmd(f"sweep.dir={folder}", *TINY, *SYNTH, *TINY_SPACE, *FAST, "launcher.max_parallel=1",
+                     "search.n_trials=2", "search.objectives=[int8_top1,int8_images_per_s]", "quant.ptq=true",
+                     "quant.calib_images=32", "quant.speed=trial_size")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = optuna.load_study(
+        study_name="width_search", storage=JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    )
+    assert study.metric_names == ["int8_top1", "int8_images_per_s"]
+    trained = [t for t in study.get_trials() if t.user_attrs.get("kind") == "trained"]
+    assert len(trained) == 2
+    for t in trained:
+        q = records.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")["quant"]
+        assert t.values == [q["int8_top1"], q["int8_speed"]["images_per_s"]]

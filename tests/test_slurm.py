@@ -124,7 +124,7 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
         driver.kill()
     result = json.loads((folder / "trials" / tid / "result.json").read_text())
     assert result["status"] == "completed" and result["resumes"] and result["resumes"][0] >= 1
-    assert [r["epoch"] for r in records.read_jsonl(metrics)] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in records.read_jsonl(metrics)] == [1, 2, 3, 4]
     log = "".join(p.read_text() for p in (folder / "jobs").glob(f"{job_id}_*log.err"))
     assert "preempted" in log and "resuming after epoch" in log
 

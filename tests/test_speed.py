@@ -143,3 +143,19 @@ def test_timing_waits_for_an_epoch_in_progress_and_epochs_wait_for_timing(tmp_pa
     assert waited > 1.0
     with lock.shared(), DeviceLock(CPU, tmp_path).shared():  # epochs run beside each other
         pass
+
+
+@pytest.mark.parametrize("runtime", ["compile", "onnxruntime"])
+def test_runtimes_are_part_of_the_protocol(runtime):
+    """A runtime changes the figure, so it names the protocol (fronts never mix runtimes) and is recorded."""
+    protocol = resolve_protocol({"name": "cpu", "runtime": runtime, "input_size": 32, "iters": 2, "rounds": 2}, CPU)
+    assert protocol.name == f"cpu+input_size=32,iters=2,rounds=2,runtime={runtime}"
+    net = reparameterize_model(small().eval())
+    speed = measure(net, protocol, CPU)
+    assert speed["runtime"] == runtime and speed["images_per_s"] > 0 and len(speed["rounds_images_per_s"]) == 2
+    assert speed["protocol_fields"]["runtime"] == runtime
+
+
+def test_onnxruntime_is_refused_off_the_cpu_or_off_float32():
+    with pytest.raises(SpeedError, match="speed.runtime=onnxruntime runs on the CPU in float32"):
+        measure(small(), resolve_protocol({"name": "cpu", "runtime": "onnxruntime", "dtype": "bfloat16"}, CPU), CPU)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repvgg_search import records
+from repvgg_search import records, tracking
 from repvgg_search.data import digits_split
 from repvgg_search.trial import settings_from_config
 
@@ -80,10 +80,10 @@ def test_trial_records(finished: Path):
     assert {"setup_s", "train_s", "total_s"} <= set(result["timings"]) and result["versions"]["torch"]
     assert result["git_commit"]
     lines = records.read_jsonl(finished / "metrics.jsonl")
-    assert [r["epoch"] for r in lines] == [0, 1] and all(r["trial_id"] == result["trial_id"] for r in lines)
+    assert [r["epoch"] for r in lines] == [1, 2] and all(r["trial_id"] == result["trial_id"] for r in lines)
     assert (finished / "config.yaml").exists() and (finished / "deploy.pt").exists()
-    ckpt = torch.load(finished / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["epochs_done"] == 2 and ckpt["trial_id"] == result["trial_id"]
+    # keep_checkpoint=deploy (the default): the training checkpoints went once the trial was recorded completed
+    assert result["weights"] == {"deploy": "deploy.pt", "checkpoint": None} and not (finished / "checkpoints").exists()
 
 
 @pytest.mark.slow
@@ -98,17 +98,29 @@ def test_same_config_seed_and_threads_give_bit_identical_results(finished: Path,
     rows = [[{k: v for k, v in r.items() if k not in timing} for r in records.read_jsonl(d / "metrics.jsonl")]
             for d in (finished, again)]  # fmt: skip
     assert rows[0] == rows[1] and first["environment"]["threads"] == second["environment"]["threads"] == 1
+    ids = [wandb_records(next((d / "wandb").glob("offline-run-*")), "run")[0]["run_id"] for d in (finished, again)]
+    assert ids[0] != ids[1], "the same config in two folders must be two wandb runs (online, one would overwrite)"
+
+
+def wandb_records(run_dir: Path, kind: str) -> list[dict]:
+    """The records of one type in an offline run's transaction log (`wandb leet inspect --json`)."""
+    exe = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([exe, "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [r[kind] for r in map(json.loads, out.stdout.splitlines()) if r.get("type") == kind]
 
 
 @pytest.mark.slow
 def test_trial_wandb_mirror(finished: Path):
     result = json.loads((finished / "result.json").read_text())
     (run_dir,) = (finished / "wandb").glob("offline-run-*")
-    info = wandb_inspect(run_dir)
-    text = json.dumps(info)
-    assert result["trial_id"] in text and "pytest" in text  # run id and group
-    assert '"a0"' in text and '"full"' in text  # tags
-    summary = info.get("summary", info)
+    (run,) = wandb_records(run_dir, "run")[:1]
+    assert run["display_name"] == "a0-full-s0" and run["job_type"] == "trial" and run["run_group"] == "pytest"
+    assert run["run_id"] == tracking.run_id(result["trial_id"], finished) and set(run["tags"]) == {"a0", "full"}
+    console = "".join(r["line"] for r in wandb_records(run_dir, "output_raw"))
+    assert "epoch 1/2: loss" in console  # the Logs tab: console capture is on by default
+    assert any("memory_percent" in r["item"] for r in wandb_records(run_dir, "stats"))  # the System tab
+    summary = wandb_inspect(run_dir).get("summary", {})
     assert json.dumps(summary).count("deploy_top1") >= 1 and "images_per_s" in json.dumps(summary)
 
 
@@ -163,12 +175,24 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
 
 @pytest.mark.slow
 def test_relu_in_branches_is_measured_in_train_form(tmp_path: Path):
-    proc = run_train(tmp_path / "r", "variant=relu_in_branches", "train.epochs=1", "tracking.mode=disabled")
+    out = tmp_path / "r"
+    proc = run_train(out, "variant=relu_in_branches", "train.epochs=1", "tracking.mode=disabled", "keep_checkpoint=all")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    result = json.loads((out / "result.json").read_text())
     assert result["conversion"]["converted"] is False and result["metrics"]["deploy_top1"] is None
     assert result["speed"]["form"] == "train" and result["complexity"]["deploy_is_train_form"]
-    assert not (tmp_path / "r" / "deploy.pt").exists()
+    # keep_checkpoint=all keeps both; the "deploy" weights of a form that cannot be converted are the train form's
+    assert result["weights"] == {"deploy": "deploy.pt", "checkpoint": "checkpoints/last.pt"}
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epochs_done"] == 1 and ckpt["trial_id"] == result["trial_id"]
+    assert torch.load(out / "deploy.pt", weights_only=True).keys() == ckpt["model"].keys()
+    assert not (out / "checkpoints" / "last.prev.pt").exists()  # the safety copy goes in every mode
+    again = run_train(
+        out, "variant=relu_in_branches", "train.epochs=1", "tracking.mode=disabled", "keep_checkpoint=none"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]  # a completed trial rerun: reported, the new policy applied
+    assert not (out / "deploy.pt").exists() and not (out / "checkpoints").exists()
+    assert json.loads((out / "result.json").read_text())["weights"] == {"deploy": None, "checkpoint": None}
 
 
 @pytest.mark.parametrize(
@@ -219,3 +243,48 @@ def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
     assert result["status"] == "completed" and result["metrics"]["val_images"] == val_images  # both shards
     assert result["conversion"]["gate"]["passed"] and result["conversion"]["agreement"]["images"] == val_images
     assert len(records.read_jsonl(out / "metrics.jsonl")) == 1 and len(list((out / "wandb").glob("offline-run-*"))) == 1
+
+
+@pytest.mark.slow
+def test_from_trial_gives_the_deploy_form_that_was_measured(finished: Path):
+    """The model `from_trial` returns scores the recorded deploy top1 on the trial's own validation split."""
+    from repvgg_search import from_trial
+    from repvgg_search.data import build_loaders
+    from repvgg_search.engine import evaluate
+    from repvgg_search.errors import BadInputError
+
+    taken = from_trial(finished)
+    assert taken.form == "deploy" and taken.model.deploy and not taken.model.training
+    assert taken.arch.widths == tuple(taken.record["arch"]["widths"]) and taken.input_size == (3, 32, 32)
+    settings = settings_from_config(taken.record["config"])
+    _, val_loader, _ = build_loaders(settings.data, device="cpu", seed=settings.seed)
+    top1 = evaluate(taken.model, val_loader, device="cpu")["top1"]
+    assert top1 == pytest.approx(taken.record["metrics"]["deploy_top1"], abs=1e-9)
+    with pytest.raises(BadInputError, match="keep_checkpoint=all"):
+        from_trial(finished, form="train")  # the default keeps the deploy weights only
+    with pytest.raises(BadInputError, match="form='onnx' is unknown; allowed: deploy, train"):
+        from_trial(finished, form="onnx")
+
+
+@pytest.mark.slow
+def test_the_same_command_line_twice_resumes(tmp_path: Path):
+    """What a user does after an interruption: the very same command (no output_dir), which lands in the same
+    default folder, outputs/trials/<preset>-<variant>-s<seed>-<trial id>, and resumes there."""
+    command = [sys.executable, "-m", "repvgg_search.train", "model.a=0.25", "model.b=0.25", "train.epochs=3",
+               "threads=1", "tracking.mode=disabled", "speed=trial_size", "speed.rounds=1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any(
+        map(records.read_jsonl, tmp_path.glob("outputs/trials/*/metrics.jsonl"))
+    ):
+        time.sleep(0.2)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 3 and "rerun the same command to resume in outputs/trials/a0-full-s0-" in err, err
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    (folder,) = tmp_path.glob("outputs/trials/*")
+    result = json.loads((folder / "result.json").read_text())
+    assert folder.name == f"a0-full-s0-{result['trial_id']}" and result["resumes"] and result["resumes"][0] >= 1
+    assert [r["epoch"] for r in records.read_jsonl(folder / "metrics.jsonl")] == [1, 2, 3]

@@ -13,7 +13,7 @@ from .tables import to_markdown
 
 ABLATION_TITLES = {"table6": "Table 6: branches (identity, 1x1)", "table7": "Table 7: block designs"}
 ABLATION_DIGITS = {"top1 mean": 2, "top1 std": 2, "Δ vs baseline": 2, "p Holm": 3, "deploy GMACs": 3,
-                   "reference top1": 2, "reference Δ": 2, "seeds for ±0.5": 0}  # fmt: skip
+                   "reference top1": 2, "reference Δ": 2, "seeds for ±0.5": 0, "INT8 drop": 2}  # fmt: skip
 
 
 def ablation_tables(df: pd.DataFrame, baseline: str = "full") -> dict[str, pd.DataFrame]:
@@ -61,6 +61,7 @@ def _seed_cells(trials: pd.DataFrame) -> dict[str, Any]:
         "left out": len(trials) - len(done),
         "deploy GMACs": done["deploy_macs"].mean() / 1e9 if len(done) else None,
         "form": "/".join(forms) or None,
+        **({"INT8 drop": done["quant_drop"].mean()} if done["quant_drop"].notna().any() else {}),  # quant.ptq
     }
 
 

@@ -85,7 +85,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#22
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f2f2f2}
 td:first-child,th:first-child{text-align:left}.caption{color:#555;font-style:italic;margin:.2em 0}
-.figure{margin:1em 0 2em}
+.figure{margin:1em 0 2em;overflow-x:auto}
 """
 
 

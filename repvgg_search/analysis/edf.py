@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .plots import html_layout, new_figure, outside_legend, wrap
+
 MIN_MODELS = 2  # a curve of one model is a single step: it says nothing a table does not
 
 
@@ -44,20 +46,16 @@ def _steps(err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def edf_png(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:
     """The curves as a PNG (x: error %, y: cumulative fraction of models), each labelled with its n."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 4.8), dpi=110)
-    fig.subplots_adjust(left=0.1, right=0.7, bottom=0.12, top=0.9)  # the legend sits right of the axes
-    ax = fig.subplots()
+    fig, ax = new_figure()
     for name, err in curves.items():
         x, y = _steps(err)
-        ax.plot(x, y, drawstyle="steps-post", linewidth=1.6, label=f"{name} (n={len(err)})")
+        ax.plot(x, y, drawstyle="steps-post", linewidth=1.6, label=wrap(f"{name} (n={len(err)})", 150, 7))
     ax.set_xlabel("error (100 - top1), %")
     ax.set_ylabel("fraction of models with error <= x")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(wrap(title, 380, 10), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    outside_legend(ax)
     fig.savefig(path)
     return path
 
@@ -70,12 +68,11 @@ def edf_plotly(curves: dict[str, np.ndarray], title: str) -> Any:
     for name, err in curves.items():
         x, y = _steps(err)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} (n={len(err)})", line={"shape": "hv"}))
+    html_layout(fig, title, "error (100 - top1), %", "fraction of models with error <= x")
+    # Padded ranges: a tick at an axis's very end would put its label on the other axis's first one.
+    lo, hi = min(e.min() for e in curves.values()), max(e.max() for e in curves.values())
+    pad = 0.04 * (hi - lo or 1.0)
     fig.update_layout(
-        title={"text": title, "font": {"size": 13}},
-        xaxis_title="error (100 - top1), %",
-        yaxis_title="fraction of models with error <= x",
-        yaxis={"range": [0, 1.02]},
-        margin={"l": 70, "r": 20, "t": 60, "b": 60},
-        legend={"font": {"size": 10}},
+        xaxis={"range": [lo - pad, hi + pad]}, yaxis={"range": [-0.04, 1.04]}, legend={"font": {"size": 10}}
     )
     return fig

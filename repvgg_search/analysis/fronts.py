@@ -1,12 +1,17 @@
-"""Report fronts: top1 against each cost axis, one front per data set and measurement setup, never mixed."""
+"""Report fronts: top1 against each cost axis, one front per data set and measurement setup, never mixed; and each
+width-search study's Pareto set on the study's own objectives."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from .pareto import hypervolume, pareto_front, reference_point
+from ..search.settings import OBJECTIVES
+from .pareto import hypervolume, pareto_front, pareto_mask, reference_point, search_values
 from .schema import MAC_CONVENTION
 
 
@@ -131,3 +136,73 @@ def setup_warnings(df: pd.DataFrame) -> list[str]:
             "train-form figures (form=train in tables, x markers in plots)"
         )
     return out
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A search objective (a name of `search.settings.OBJECTIVES`) as the report shows it."""
+
+    name: str
+    column: str  # the metric-table column holding the same figure
+    label: str  # table column and axis label, with its unit
+    unit: str
+    scale: float  # display units per recorded unit
+    digits: int
+    maximize: bool
+
+
+# Objective name -> the metric-table column of the same figure (OBJECTIVES says where a record holds each one).
+OBJECTIVE_COLUMNS = {
+    "top1": "top1",
+    "images_per_s": "images_per_s",
+    "latency_ms": "latency_ms",
+    "macs": "deploy_macs",
+    "params": "deploy_params",
+}
+LEGACY_OBJECTIVES = ("top1", "macs")  # records that name no objectives: top1 vs deploy GMACs, as reports used to
+
+
+def objective(name: str) -> Objective:
+    """The display form of search objective `name` (direction from `OBJECTIVES`, unit and scale from `AXES`)."""
+    maximize = OBJECTIVES[name][0] == "maximize"
+    if name == "top1":
+        return Objective(name, "top1", "top1", "%", 1.0, 2, maximize)
+    axis = next(a for a in AXES if a.column == OBJECTIVE_COLUMNS[name])
+    label = "deploy GMACs" if name == "macs" else f"{axis.label} ({axis.unit})"
+    return Objective(name, axis.column, label, axis.unit, axis.scale, axis.digits, maximize)
+
+
+@dataclass
+class SearchFront:
+    """One width-search study's Pareto set on its own objectives, by the rule of the search's pareto.csv."""
+
+    study: str
+    objectives: list[Objective]
+    recorded: bool  # False: the records name no objectives, so LEGACY_OBJECTIVES over completed candidates
+    points: pd.DataFrame  # the study's rows plus `value_<objective>` (display units), `candidate` and `pareto`
+
+    @property
+    def maximize(self) -> list[bool]:
+        """Per objective: whether larger is better."""
+        return [o.maximize for o in self.objectives]
+
+
+def search_front(study: str, part: pd.DataFrame, results: Sequence[Mapping[str, Any]]) -> SearchFront:
+    """The Pareto set of one study: `part` holds its metric-table rows, `results` their records (same order).
+
+    Objectives are those the records name (`search.objectives`); the candidates are the records
+    `search_candidate` accepts, valued by their recorded `search.values`, exactly as `search.collect.pareto_table`
+    does. Records naming no objectives (older ones) fall back to top1 vs deploy GMACs over completed trials."""
+    names = next((list(o) for r in results if (o := (r.get("search") or {}).get("objectives"))), None)
+    recorded = bool(names) and all(n in OBJECTIVES for n in names)
+    objectives = [objective(n) for n in (names if recorded else LEGACY_OBJECTIVES)]
+    if recorded:
+        values = search_values(results, len(objectives))
+    else:
+        values = part[[o.column for o in objectives]].to_numpy(dtype=float)
+        values[(part["status"] != "completed").to_numpy()] = np.nan
+    values = values * np.array([o.scale for o in objectives])
+    points = part.assign(**{f"value_{o.name}": values[:, i] for i, o in enumerate(objectives)})
+    points["candidate"] = ~np.isnan(values).any(axis=1)
+    points["pareto"] = pareto_mask(values, [o.maximize for o in objectives])
+    return SearchFront(study, objectives, recorded, points)

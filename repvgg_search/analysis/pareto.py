@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -121,4 +122,25 @@ def hypervolume_progress(
         improved.append(hv[-1] > before)
     out = pd.DataFrame({order: rows[order], "trial_id": rows["trial_id"], "hypervolume": hv, "improved": improved})
     out.attrs["ref"] = (float(ref[0]), float(ref[1]))
+    return out
+
+
+def search_candidate(result: Mapping[str, Any]) -> bool:
+    """Whether a width-search trial record counts for its study's Pareto set: completed, trained to the end by the
+    search (its `search.kind` is "trained": not pruned, diverged, failed or skipped) and within every budget.
+
+    The one rule behind both the search's pareto.csv (`search.collect.pareto_table`) and the report's Pareto set.
+    """
+    search = result.get("search") or {}
+    return result.get("status") == "completed" and search.get("kind") == "trained" and bool(search.get("feasible"))
+
+
+def search_values(results: Sequence[Mapping[str, Any]], n_objectives: int) -> np.ndarray:
+    """(n, `n_objectives`) recorded objective values (`search.values`) of the records `search_candidate` accepts;
+    a row of NaN for any other record (so `pareto_mask` leaves it off)."""
+    out = np.full((len(results), n_objectives), np.nan)
+    for i, r in enumerate(results):
+        values = (r.get("search") or {}).get("values")
+        if search_candidate(r) and isinstance(values, list | tuple) and len(values) == n_objectives:
+            out[i] = [np.nan if v is None else float(v) for v in values]
     return out

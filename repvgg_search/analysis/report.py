@@ -16,12 +16,23 @@ from . import plots
 from .ablation import ABLATION_DIGITS, ABLATION_TITLES, ablation_tables, reference_caption
 from .document import Bullets, Document, Figure, Heading, Table, Text, render_html, render_markdown
 from .edf import edf_curves, edf_plotly, edf_png, edf_table
-from .fronts import Front, build_fronts, left_out_table, setup_warnings
+from .fronts import (
+    OBJECTIVE_COLUMNS,
+    Front,
+    Objective,
+    SearchFront,
+    build_fronts,
+    left_out_table,
+    objective,
+    search_front,
+    setup_warnings,
+)
 from .load import SOURCE_HELP, LoadResult, load_records, load_sources
-from .pareto import hypervolume_progress, pareto_front
+from .pareto import hypervolume_progress
+from .quant import QUANT_DIGITS, quant_caption, quant_table
 from .reference import figure1_points
 from .schema import MAC_CONVENTION
-from .tables import metric_table
+from .tables import metric_table, trial_hover
 
 MAX_SKIPPED_ROWS = 50  # the full list is in trials.csv/skipped.csv; the page shows the first ones
 FRONT_COLUMNS = ["trial_id", "preset", "variant", "seed", "a", "b", "depths", "groups", "top1", "x", "form"]
@@ -60,12 +71,14 @@ def build_report(
 
 
 def _build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
+    if outdir.exists() and not outdir.is_dir():
+        raise ReportError(f"-o {outdir} is a file, not a folder; choose another output folder")
     loaded = load_records(sources[0], **filters) if len(sources) == 1 else load_sources(sources, **filters)
     source = ", ".join(map(str, sources))
     if not loaded.records:
         raise ReportError(_nothing_usable(source, loaded))
     df = metric_table(loaded.records)
-    df["hover"] = plots.trial_hover(df)
+    df["hover"] = trial_hover(df)
     outdir.mkdir(parents=True, exist_ok=True)
     doc = Document("RepVGG search report")
     left = left_out_table(df)
@@ -73,8 +86,9 @@ def _build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
     _summary(doc, source, loaded, df, left)
     _fronts_section(doc, fronts, outdir)
     _ablation_section(doc, df)
+    _quant_section(doc, df)
     _edf_section(doc, df, outdir)
-    _width_search_section(doc, df, outdir)
+    _width_search_section(doc, df, loaded.records, outdir)
     _paper_section(doc, fronts, outdir)
     files = [outdir / b.png for b in doc.blocks if isinstance(b, Figure)]
     (outdir / "report.md").write_text(render_markdown(doc), encoding="utf-8")
@@ -156,6 +170,12 @@ def _fronts_section(doc: Document, fronts: list[Front], outdir: Path) -> None:
         doc.add(Heading(2, f.title), Figure(png, plots.front_plotly(f), plots.front_caption(f)), _front_table(f))
 
 
+def _quant_section(doc: Document, df: pd.DataFrame) -> None:
+    table = quant_table(df)
+    if not table.empty:
+        doc.add(Heading(1, "Quantization"), Text(quant_caption()), Table(table, digits=QUANT_DIGITS))
+
+
 def _ablation_section(doc: Document, df: pd.DataFrame) -> None:
     tables = ablation_tables(df)
     if all(t.empty for t in tables.values()):
@@ -198,36 +218,74 @@ def _edf_section(doc: Document, df: pd.DataFrame, outdir: Path) -> None:
         doc.add(Table(edf_table(curves), digits=2))
 
 
-def _width_search_section(doc: Document, df: pd.DataFrame, outdir: Path) -> None:
+def _width_search_section(doc: Document, df: pd.DataFrame, results: list[dict], outdir: Path) -> None:
+    """Per study: its candidates, its Pareto set on its own objectives (as pareto.csv has it), its progress."""
     searched = df[df["search_study"].notna()]
     if searched.empty:
         return
     doc.add(Heading(1, "Width search"))
     for i, (study, part) in enumerate(searched.groupby("search_study", sort=True), start=1):
-        part = part.assign(gmacs=part["deploy_macs"] * 1e-9)
-        done = part[(part["status"] == "completed") & part["top1"].notna()]
+        front = search_front(str(study), part, [results[j] for j in part.index])  # df row j is results[j]
         states = ", ".join(f"{n} {s}" for s, n in Counter(part["status"]).most_common())
         doc.add(Heading(2, f"Study {study}"), Text(f"{len(part)} candidates: {states}."))
-        front = pareto_front(done, "gmacs", "top1", maximize=(False, True))
-        cols = [*ARCH_COLUMNS, "top1", "gmacs", "deploy_params", "form", "search_values"]
-        pset = front[front["pareto"]][cols].assign(deploy_params=lambda d: d["deploy_params"] * 1e-6)
-        pset = pset.rename(columns={"gmacs": "deploy GMACs", "deploy_params": "deploy params (M)"})
-        doc.add(Text("Pareto set (top1 vs deploy GMACs, device-independent), with each candidate's architecture:"))
-        doc.add(Table(pset, digits={"top1": 2, "deploy GMACs": 4, "deploy params (M)": 3, "a": 3, "b": 3}))
-        _progress(doc, part, study, outdir / f"search_progress_{i}.png")
+        doc.add(Text(_pareto_intro(front)), _search_table(front))
+        _progress(doc, front, outdir / f"search_progress_{i}.png")
 
 
-def _progress(doc: Document, part: pd.DataFrame, study: str, png: Path) -> None:
-    if part[["gmacs", "top1"]].dropna().empty:
-        doc.add(Text("No candidate has both top1 and deploy MACs yet: no progress curve."))
+def _pareto_intro(front: SearchFront) -> str:
+    goals = ", ".join(f"{'maximize' if o.maximize else 'minimize'} {o.name}" for o in front.objectives)
+    if not front.recorded:
+        return (
+            f"Pareto set ({goals}) over the completed candidates: these records name no search objectives (written "
+            "before the search recorded them), so this need not be the search's own Pareto set:"
+        )
+    return (
+        f"Pareto set on the study's own objectives ({goals}), over the candidates the search trained to the end "
+        "within every budget, valued as the search recorded them: the same set as the search's pareto.csv. The "
+        "other figures of each candidate follow its objectives:"
+    )
+
+
+def _search_table(front: SearchFront) -> Table:
+    on = front.points[front.points["pareto"]]
+    first = front.objectives[0]
+    on = on.sort_values(f"value_{first.name}", ascending=not first.maximize, kind="stable")
+    table = on[ARCH_COLUMNS].copy()
+    for o in front.objectives:
+        table[o.label] = on[f"value_{o.name}"]
+    others = [objective(n) for n in OBJECTIVE_COLUMNS if n not in {o.name for o in front.objectives}]
+    for o in others:
+        table[o.label] = on[o.column] * o.scale
+    table["form"] = on["form"]
+    digits = {o.label: o.digits for o in [*front.objectives, *others]} | {"a": 3, "b": 3}
+    return Table(table, digits=digits)
+
+
+def _progress_points(front: SearchFront) -> tuple[Objective, Objective, pd.DataFrame]:
+    """The two axes of the progress curve: the study's objectives when it has two (top1 on y), else top1 vs deploy
+    GMACs; either way only the Pareto candidates have values (the others are steps)."""
+    pts = front.points
+    if len(front.objectives) == 2:
+        y = next((o for o in front.objectives if o.name == "top1"), front.objectives[0])
+        x = next(o for o in front.objectives if o is not y)
+        return x, y, pts.assign(x=pts[f"value_{x.name}"], y=pts[f"value_{y.name}"])
+    x, y, cand = objective("macs"), objective("top1"), pts["candidate"]
+    return x, y, pts.assign(x=(pts[x.column] * x.scale).where(cand), y=pts[y.column].where(cand))
+
+
+def _progress(doc: Document, front: SearchFront, png: Path) -> None:
+    x, y, pts = _progress_points(front)
+    if pts[["x", "y"]].dropna().empty:
+        doc.add(Text("No candidate counts for the Pareto set yet: no progress curve."))
         return
-    prog = hypervolume_progress(part, x="gmacs", y="top1", maximize=(False, True), order="search_number")
+    prog = hypervolume_progress(pts, x="x", y="y", maximize=(x.maximize, y.maximize), order="search_number")
     rx, ry = prog.attrs["ref"]
-    title = f"Search progress of {study}: hypervolume of top1 vs deploy GMACs over trials"
-    ylabel = "hypervolume (GMACs x top1 %)"
+    title = f"Search progress of {front.study}: hypervolume of {y.name} vs {x.label} over trials"
+    ylabel = f"hypervolume ({x.unit} x {y.name} {y.unit})"
     caption = (
-        f"Reference point ({rx:.4g} GMACs, {ry:.4g} % top1), fixed over the study; "
-        "failed and infeasible candidates count as steps."
+        f"Hypervolume of {y.name} vs {x.label} after each trial; reference point ({x.label} {rx:.4g}, {y.label} "
+        f"{ry:.4g}), fixed over the study. Only candidates that count for the Pareto set add to it; the others "
+        "(failed, pruned, infeasible) are steps."
     )
     plots.progress_png(prog, png, title, ylabel)
     doc.add(Figure(png.name, plots.progress_plotly(prog, title, ylabel), caption))

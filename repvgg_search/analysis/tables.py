@@ -1,4 +1,5 @@
-"""Result tables: one flat row per trial, ablation tables laid out like the paper's, markdown rendering."""
+"""Result tables: one flat row per trial, ablation tables laid out like the paper's, markdown rendering; per-trial
+hover texts and point labels for the figures."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ DEVICE_COLUMNS = ["device", "device_name", "threads", "batch_size", "speed_input
 ARCH_COLUMNS = ["a", "b", "depths", "groups", "grouped_layers", "use_se"]
 SEARCH_COLUMNS = ["search_study", "search_number", "search_feasible", "search_state", "search_values"]
 ORIGIN_COLUMNS = ["error", "origin", "where", "source"]
+# INT8 post-training quantization (quant.ptq=true): top1, drop from the float top1, speed in onnxruntime (CPU).
+QUANT_COLUMNS = ["int8_top1", "quant_drop", "int8_images_per_s", "float_ort_images_per_s", "int8_speedup"]
 COLUMNS = [
     *ID_COLUMNS,
     *METRIC_COLUMNS,
@@ -22,6 +25,7 @@ COLUMNS = [
     *DEVICE_COLUMNS,
     *ARCH_COLUMNS,
     *SEARCH_COLUMNS,
+    *QUANT_COLUMNS,
     *ORIGIN_COLUMNS,
 ]
 
@@ -54,10 +58,11 @@ def speed_setup(speed: dict[str, Any] | None) -> str | None:
     threads = f", {speed['threads']} threads" if device == "cpu" and speed.get("threads") else ""
     layout = ", channels_last" if speed.get("channels_last") else ""
     tf32 = ", TF32" if speed.get("tf32") else ""
-    protocol = f"{speed['protocol']}: " if speed.get("protocol") else ""  # records older than speed protocols have none
+    protocol = f"{speed['protocol']}: " if speed.get("protocol") else ""  # records older than protocols have none
+    runtime = f" | {speed['runtime']}" if speed.get("runtime") not in (None, "eager") else ""  # runtimes never mix
     return (
         f"{protocol}{device} ({name}{threads}) | batch {speed.get('batch_size')} | {_dims(speed.get('input_size'))} | "
-        f"{speed.get('dtype')}{tf32}{layout}"
+        f"{speed.get('dtype')}{tf32}{layout}{runtime}"
     )
 
 
@@ -92,10 +97,21 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "depths": _join(arch.get("depths")),
         "grouped_layers": _join(arch.get("grouped_layers")),
         **_search_cols(search),
+        **_quant_cols(rec.get("quant") or {}),
         "error": rec.get("error"),
         "origin": _get(rec, "_origin", "kind"),
         "where": _get(rec, "_origin", "where"),
         "source": rec.get("_source"),
+    }
+
+
+def _quant_cols(q: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "int8_top1": q.get("int8_top1"),
+        "quant_drop": q.get("drop"),
+        "int8_images_per_s": _get(q, "int8_speed", "images_per_s"),
+        "float_ort_images_per_s": _get(q, "float_speed", "images_per_s"),
+        "int8_speedup": q.get("int8_speedup"),
     }
 
 
@@ -115,7 +131,7 @@ def metric_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per trial with flat columns (raw units: MACs and params are counts, top1 in percent)."""
     df = pd.DataFrame([_row(r) for r in records], columns=COLUMNS)
     numeric = ["top1", "deploy_top1", "train_top1", "loss", "deploy_macs", "deploy_params", "train_macs"]
-    numeric += ["train_params", "images_per_s", "latency_ms", "latency_ms_iqr", "a", "b"]
+    numeric += ["train_params", "images_per_s", "latency_ms", "latency_ms_iqr", "a", "b", *QUANT_COLUMNS]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     for col in INTEGER_COLUMNS:  # nullable integers, so that a missing value does not turn 3 into 3.0
         values = pd.to_numeric(df[col], errors="coerce")
@@ -148,3 +164,41 @@ def to_markdown(df: pd.DataFrame, digits: int | dict[str, int] = 2) -> str:
         cells = (format_value(v, nd(c)).replace("|", "\\|") for c, v in zip(cols, row))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return (
+        "–" if v is None or (not isinstance(v, str) and pd.isna(v)) else f"{v:.4g}" if isinstance(v, float) else str(v)
+    )
+
+
+def trial_hover(df: pd.DataFrame) -> pd.Series:
+    """Per trial: its configuration and measurements, as plotly hover HTML (computed once per report)."""
+    out = []
+    for r in df.itertuples(index=False):
+        lines = [
+            f"trial {r.trial_id} ({r.group})",
+            f"preset {r.preset}, variant {r.variant}, seed {_fmt(r.seed)}, data {r.data}, epochs {_fmt(r.epochs)}",
+            f"a={_fmt(r.a)} b={_fmt(r.b)} depths={r.depths} groups={_fmt(r.groups)} "
+            f"grouped_layers={_fmt(r.grouped_layers)} use_se={_fmt(r.use_se)}",
+            f"top1 {_fmt(r.top1)} %, form: {r.form}"
+            + (" (not re-parameterizable: train-form figures)" if r.form == "train" else ""),
+        ]
+        if pd.notna(r.search_number):
+            lines.append(f"search {r.search_study} #{_fmt(r.search_number)} ({r.search_state})")
+        out.append("<br>".join(lines))
+    return pd.Series(out, index=df.index, dtype=object)
+
+
+def hover_text(df: pd.DataFrame, x_label: str = "x") -> list[str]:
+    """Per point: the trial's hover text (column `hover` when present) and its x value."""
+    base = df["hover"] if "hover" in df.columns else trial_hover(df)
+    x = df["x"].map(_fmt) if "x" in df.columns else pd.Series("–", index=df.index)
+    return (base + f"<br>{x_label}: " + x).tolist()
+
+
+def point_label(row: Any) -> str:
+    """Short label of a point: search number and widths, or preset/variant and seed."""
+    if pd.notna(row.search_number):
+        return f"#{int(row.search_number)} a={_fmt(row.a)} b={_fmt(row.b)}"
+    return f"{row.preset}/{row.variant} s{_fmt(row.seed)}"

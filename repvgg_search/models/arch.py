@@ -125,6 +125,8 @@ def validate(cfg: ArchConfig) -> None:
         raise ArchError(f"width multipliers a={cfg.a}, b={cfg.b} give a stage with no channels: widths {cfg.widths}")
     if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
         raise ArchError(f"num_classes must be an integer >= 1, got {cfg.num_classes!r}")
+    if not isinstance(cfg.use_se, bool):
+        raise ArchError(f"use_se must be true or false, got {cfg.use_se!r}")
     if not isinstance(cfg.in_channels, int) or cfg.in_channels < 1:
         raise ArchError(f"in_channels must be an integer >= 1, got {cfg.in_channels!r}")
     if isinstance(cfg.groups, bool) or not isinstance(cfg.groups, int) or cfg.groups < 1:

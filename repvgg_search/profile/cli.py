@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from ..config import CONF_DIR, ProfileConfig, plain_dict, register_configs, to_arch
+from ..config import ProfileConfig, plain_dict, register_configs, to_arch
 from ..devices import resolve_device
-from ..errors import exit_on_bad_input
+from ..entry import hydra_entry
 from ..models import ArchConfig, build_model, list_models, load_state_dict, reparameterize_model
 from ..schema import MAC_CONVENTION
 from .complexity import complexity
@@ -112,10 +111,9 @@ def run(cfg: ProfileConfig | DictConfig) -> list[dict[str, Any]]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="profile")
-@exit_on_bad_input
+@hydra_entry("profile")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point: exit 2 on bad input, before any measurement."""
+    """Exit status 2 on bad input (Hydra's refusals included), before any measurement."""
     run(cfg)
 
 

@@ -25,6 +25,7 @@ def complexity(
     changes). method="meta" gives the same counts (tests check it on every preset and variant) in milliseconds:
     it runs the model on shape-only meta tensors and counts the same aten ops with fvcore's rules.
     """
+    _check_input_size(model, input_size)
     if method == "meta":
         return meta_complexity(model, input_size)
     if method != "fvcore":
@@ -42,6 +43,19 @@ def complexity(
         by_op = {k: int(v) for k, v in analysis.by_operator().items()}
     params = sum(p.numel() for p in model.parameters())
     return {"macs": macs, "params": params, "input_size": list(input_size), "by_operator": by_op}
+
+
+def _check_input_size(model: nn.Module, input_size: Any) -> None:
+    """(channels, height, width): three positive integers, the channels the model takes, at least 32 px."""
+    ok = isinstance(input_size, list | tuple) and len(input_size) == 3
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_size)
+    if not ok:
+        raise BadInputError(f"input_size={input_size!r} must be (channels, height, width): 3 positive integers")
+    arch = getattr(model, "arch", None)
+    if arch is not None and input_size[0] != arch.in_channels:
+        raise BadInputError(f"input_size={tuple(input_size)}: the model takes {arch.in_channels} input channels")
+    if arch is not None and min(input_size[1:]) < 32:
+        raise BadInputError(f"input_size={tuple(input_size)}: at least 32 px (five stride-2 stages)")
 
 
 class _MacCounter(TorchDispatchMode):

@@ -21,7 +21,7 @@ import yaml
 from ..errors import BadInputError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-RUNTIMES = ("eager",)
+RUNTIMES = ("eager", "compile", "onnxruntime")  # PyTorch eager | torch.compile (inductor) | onnxruntime CPU
 PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "conf" / "speed"
 AUTO = "auto"
 
@@ -48,7 +48,8 @@ class SpeedProtocol:
     rounds: rounds; the figure is the median round, the spread max/min of the rounds' rates.
     max_spread: above it the measurement is repeated; still above after `retries`, it is marked unreliable.
     retries: repeats of a measurement whose spread is above `max_spread`.
-    runtime: eager (PyTorch eager mode).
+    runtime: eager (PyTorch eager mode) | compile (`torch.compile`, inductor; compiled during warm-up) |
+        onnxruntime (the model exported to ONNX and run by onnxruntime's CPU provider; CPU and float32 only).
     """
 
     name: str = "paper"

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import statistics
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +19,7 @@ from torch import nn
 from ..devices import cpu_cores, cuda_flags, device_key, environment, resolve_device
 from .protocols import DTYPES, SpeedError, SpeedProtocol
 
-__all__ = ["DTYPES", "equivalence_error", "measure", "randomize_bn_", "throughput"]
+__all__ = ["DTYPES", "equivalence_error", "measure", "measure_onnx", "randomize_bn_", "throughput"]
 
 
 def measure(
@@ -30,9 +33,14 @@ def measure(
     then cast, moved and put in eval mode: the caller's model keeps its device, dtype, layout and mode.
     """
     dev = resolve_device(device)
-    side = protocol.input_size or side
-    if side is None:
-        raise SpeedError(f"speed protocol {protocol.name!r} has input_size null: the caller must give the input side")
+    side = _side(protocol, side)
+    check_runtime(protocol, dev)
+    if protocol.runtime == "onnxruntime":  # exported once, then timed in onnxruntime
+        from ..deploy.onnx_io import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(model, (in_channels, side, side), Path(tmp) / "model.onnx")
+            return measure_onnx(path, protocol, side=side, in_channels=in_channels)
     shape = (protocol.batch_size, in_channels, side, side)
     net = copy.deepcopy(model).eval().to(device=dev, dtype=DTYPES[protocol.dtype])
     flags = cuda_flags(dev, tf32=protocol.tf32, cudnn_benchmark=protocol.cudnn_benchmark)
@@ -42,21 +50,56 @@ def measure(
         x = _prepare(net, shape, dev, layout)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        for _ in range(protocol.warmup):
-            net(x)
-        attempts, rounds = 0, []
-        while attempts <= protocol.retries:
-            attempts += 1
-            rounds = [_round(net, x, dev, protocol.iters) for _ in range(protocol.rounds)]
-            if _spread(rounds) <= protocol.max_spread:
-                break
+        run = torch.compile(net, dynamic=False) if protocol.runtime == "compile" else net
+        rounds, attempts = _timed_rounds(lambda: run(x), dev, protocol)
         threads = torch.get_num_threads()
     return _record(protocol, dev, shape, layout, probe, rounds, attempts, threads)
 
 
-def _round(net: nn.Module, x: torch.Tensor, dev: torch.device, iters: int) -> list[float]:
-    """Seconds of each of `iters` timed batches (CUDA: events after synchronizing)."""
-    return [_timed_call(net, x, dev) for _ in range(iters)]
+def measure_onnx(
+    path: Path, protocol: SpeedProtocol, *, side: int | None = None, in_channels: int = 3
+) -> dict[str, Any]:
+    """The speed of an ONNX model (e.g. an INT8 one) in onnxruntime on the CPU under `protocol` (float32 input;
+    the protocol's threads as onnxruntime's intra-op threads), with the same rounds and record as `measure`."""
+    from ..deploy.onnx_io import onnx_session, run_onnx
+
+    side = _side(protocol, side)
+    shape = (protocol.batch_size, in_channels, side, side)
+    session = onnx_session(path, protocol.threads)
+    x = torch.randn(*shape).numpy()
+    rounds, attempts = _timed_rounds(lambda: run_onnx(session, x), torch.device("cpu"), protocol)
+    threads = session.get_session_options().intra_op_num_threads
+    return _record(protocol, torch.device("cpu"), shape, False, None, rounds, attempts, threads)
+
+
+def check_runtime(protocol: SpeedProtocol, dev: torch.device) -> None:
+    """onnxruntime is measured on the CPU in float32 (its CPU provider); refuse any other pairing by name."""
+    if protocol.runtime == "onnxruntime" and (dev.type != "cpu" or protocol.dtype != "float32"):
+        raise SpeedError(
+            f"speed.runtime=onnxruntime runs on the CPU in float32 (got device {dev}, speed.dtype={protocol.dtype}); "
+            "use device=cpu and speed.dtype=float32, or speed.runtime=eager|compile on this device"
+        )
+
+
+def _side(protocol: SpeedProtocol, side: int | None) -> int:
+    side = protocol.input_size or side
+    if side is None:
+        raise SpeedError(f"speed protocol {protocol.name!r} has input_size null: the caller must give the input side")
+    return side
+
+
+def _timed_rounds(call: Callable[[], Any], dev: torch.device, p: SpeedProtocol) -> tuple[list[list[float]], int]:
+    """`warmup` untimed calls (a compiled runtime compiles in the first), then rounds of `iters` timed calls,
+    repeated (up to `retries` times) while the rounds' spread is above `max_spread`."""
+    for _ in range(p.warmup):
+        call()
+    attempts, rounds = 0, []
+    while attempts <= p.retries:
+        attempts += 1
+        rounds = [[_timed_call(call, dev) for _ in range(p.iters)] for _ in range(p.rounds)]
+        if _spread(rounds) <= p.max_spread:
+            break
+    return rounds, attempts
 
 
 def _spread(rounds: list[list[float]]) -> float:
@@ -111,7 +154,7 @@ def _probe_layouts(net: nn.Module, shape: tuple[int, ...], dev: torch.device) ->
         x = _prepare(net, shape, dev, layout)
         for _ in range(2):
             net(x)
-        out[name] = shape[0] / min(_timed_call(net, x, dev) for _ in range(3))
+        out[name] = shape[0] / min(_timed_call(functools.partial(net, x), dev) for _ in range(3))
     return out
 
 
@@ -151,16 +194,17 @@ def throughput(
     return measure(model, protocol, device, in_channels=input_size[0])
 
 
-def _timed_call(model: nn.Module, x: torch.Tensor, dev: torch.device) -> float:
+def _timed_call(call: Callable[[], Any], dev: torch.device) -> float:
+    """Seconds of one call (CUDA: events around it, then synchronized)."""
     if dev.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        model(x)
+        call()
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
     t0 = time.perf_counter()
-    model(x)
+    call()
     return time.perf_counter() - t0
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from .. import records
 from ..devices import DeviceLock, cpu_cores, device_name, resolve_device
 from .protocols import SpeedProtocol
-from .speed import measure
+from .speed import measure, measure_onnx
 
 
 def architecture_hash(model: nn.Module) -> str:
@@ -28,10 +28,15 @@ def architecture_hash(model: nn.Module) -> str:
     return hashlib.sha256(repr(model).encode()).hexdigest()[:16]
 
 
-def figure_key(model: nn.Module, protocol: SpeedProtocol, device: torch.device, side: int) -> str:
-    """The identity of a speed figure: architecture, protocol, input side, device model (and CPU threads)."""
+def figure_key(
+    model: nn.Module, protocol: SpeedProtocol, device: torch.device, side: int, precision: str = "float"
+) -> str:
+    """The identity of a speed figure: architecture, protocol, input side, device model (and CPU threads), and
+    whether it is the INT8 model of that architecture."""
     threads = (protocol.threads or cpu_cores()) if device.type == "cpu" else None
     content = [architecture_hash(model), protocol.fields(), protocol.input_size or side, device_name(device), threads]
+    if precision != "float":
+        content.append(precision)
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -43,18 +48,24 @@ def speed_figure(
     *,
     side: int,
     in_channels: int = 3,
+    int8_onnx: Path | None = None,
 ) -> dict[str, Any]:
     """The figure of `model` under `protocol` on `device`: from `cache` when it holds one, else measured with the
-    device to itself and written there. `source` says which (measured, cached)."""
+    device to itself and written there. `source` says which (measured, cached). With `int8_onnx`, the figure is
+    that INT8 model's (of `model`'s architecture) in onnxruntime on the CPU, cached apart from the float one."""
     dev = resolve_device(device)
-    key = figure_key(model, protocol, dev, side)
+    key = figure_key(model, protocol, dev, side, "int8" if int8_onnx is not None else "float")
     path = Path(cache) / f"{key}.json" if cache is not None else None
     if path is not None and (found := _read(path)) is not None:
         return {**found, "source": "cached"}
     with DeviceLock(dev).exclusive():
         if path is not None and (found := _read(path)) is not None:  # measured while this process waited
             return {**found, "source": "cached"}
-        figure = measure(model, protocol, dev, side=side, in_channels=in_channels)
+        if int8_onnx is not None:
+            figure = measure_onnx(int8_onnx, protocol, side=side, in_channels=in_channels)
+        else:
+            figure = measure(model, protocol, dev, side=side, in_channels=in_channels)
+        figure["precision"] = "int8" if int8_onnx is not None else "float"
         figure.update(key=key, arch_hash=architecture_hash(model), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if path is not None:
             records.write_json(path, figure)

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .. import records
-from ..analysis.pareto import pareto_mask
+from ..analysis.pareto import pareto_mask, search_candidate
 from ..analysis.tables import to_markdown
 from ..jobs.launchers import cancel_recorded
 from ..sweep.collect import write_results
@@ -47,7 +47,7 @@ def pareto_table(folder: SweepFolder, objectives: list[str]) -> pd.DataFrame:
     rows = []
     for tid, r in searched_trials(folder):
         search = r.get("search") or {}
-        if r.get("status") == "completed" and search.get("kind") == "trained" and search.get("feasible"):
+        if search_candidate(r):  # the report's rule too: its Pareto set is this one
             rows.append(_pareto_row(tid, r, search, objectives))
     df = pd.DataFrame(rows)
     if df.empty:
@@ -106,20 +106,33 @@ def search_action(folder: SweepFolder, action: str) -> dict[str, Any]:
         return collect_search(folder)
     if action == "cancel":
         return _cancel(folder)
-    kinds = Counter(records.lookup(r, ("search", "kind")) or r.get("status") for _, r in searched_trials(folder))
+    trials = searched_trials(folder)
+    kinds = Counter(records.lookup(r, ("search", "kind")) or r.get("status") for _, r in trials)
     driver = folder.live_driver()
     print(
         f"search {folder.root}: "
         + "  ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
         + (f"  (driver pid {driver})" if driver else "")
     )
+    for tid, r in trials:
+        top1, search = records.lookup(r, ("metrics", "top1")), r.get("search") or {}
+        pairs = zip(search.get("objectives") or [], search.get("values") or [])
+        values = ", ".join(f"{o} {v:.4g}" for o, v in pairs if o != "top1")
+        shown = f"top1 {top1:6.2f}" if top1 is not None else "top1      -"
+        print(f"  {tid}  #{search.get('number', '-'):<4} {r.get('status', '?'):<11} {shown}  {values}")
+    done = [(r["metrics"]["top1"], tid) for tid, r in trials if records.lookup(r, ("metrics", "top1")) is not None
+            and r.get("status") == "completed"]  # fmt: skip
+    if done:
+        print(f"best top1 so far: {max(done)[1]} {max(done)[0]:.2f}% (the Pareto set: sweep.action=collect)")
     return {"folder": str(folder.root), **kinds}
 
 
 def _cancel(folder: SweepFolder) -> dict[str, Any]:
-    driver = folder.live_driver()
+    """Stop the search: its driver when provably it (its handler cancels the worker jobs), the scheduler jobs
+    recorded for its workers; never a process named only by a pid in a file."""
+    driver = folder.proven_driver()
     if driver is not None:
-        os.kill(driver, signal.SIGTERM)  # its handler cancels the local worker jobs
+        os.kill(driver, signal.SIGTERM)
     last = {row["worker"]: row for row in records.read_jsonl(folder.root / WORKERS_JSONL)}
     for row in last.values():
         cancel_recorded(row["launcher"], folder.jobs_dir, row["job_id"])

@@ -12,7 +12,9 @@ Trial kinds (user attribute `kind`), and what counts toward `n_trials`:
                     recorded COMPLETE with violated constraints (the samplers learn from it)
   duplicate         an architecture already trained (or in training) in this study: no job    does not count
   surplus           asked after every remaining slot was taken by other workers: FAIL          does not count
-  failed            the trial raised (e.g. diverged): FAIL                                    does not count
+  diverged          the training diverged: COMPLETE with the worst values and a violated       counts
+                    `diverged` constraint (a result the samplers learn from, never retried)
+  failed            the trial raised: FAIL                                                   does not count
   interrupted       the worker was preempted or timed out: FAIL, and its parameters retried   does not count
 A worker killed outright leaves its trial RUNNING; heartbeats fail it after `grace_period` and its parameters are
 retried in the same trial folder, resuming from the trial's checkpoint.

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,16 @@ from ..profile import arch_sizes
 from ..sweep.folder import SweepFolder
 from ..sweep.spec import base_trial_config
 from ..trial import NOT_IN_ID, settings_from_config
-from .settings import OBJECTIVES, ConstraintSpec, SearchError, SearchSettings, SpaceSpec, axis_values, search_settings
+from .settings import (
+    OBJECTIVES,
+    QUANT_OBJECTIVES,
+    ConstraintSpec,
+    SearchError,
+    SearchSettings,
+    SpaceSpec,
+    axis_values,
+    search_settings,
+)
 from .storage import check_storage, is_rdb_url, make_storage, mask_url, quiet
 from .study import Budget, make_pruner, make_sampler, worker_seed
 
@@ -56,6 +66,11 @@ def candidate_config(base: dict[str, Any], space: SpaceSpec, params: dict[str, A
             depths[stage] = int(params.get(f"depth{stage}", choices[0]))
         model["depths"] = depths
     cfg["tracking"]["group"] = group
+    depths = f"-d{'.'.join(map(str, model['depths']))}" if space.depths else ""
+    variant = cfg["variant"].get("name", "custom")
+    cfg["tracking"]["name"] = (
+        f"{model['name']}-{variant}-s{cfg['seed']}-a{model['a']:g}-b{model['b']:g}-g{model['groups']}{depths}"
+    )
     return cfg
 
 
@@ -130,14 +145,15 @@ def plan_search(cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> Sea
     """
     settings = search_settings(cfg.search)
     base = base_trial_config(cfg)
+    needs_ptq = [o for o in settings.objectives if o in QUANT_OBJECTIVES]
+    if needs_ptq and not base["quant"]["ptq"]:
+        raise SearchError(f"search.objectives {needs_ptq} are measured by INT8 quantization: add quant.ptq=true")
     workers, threads = launcher.max_parallel, launcher.threads
     if threads is not None and base.get("threads") is None:
         base["threads"] = threads
     name = cfg.sweep.name
     study_name = settings.study_name or name
-    storage = settings.storage or str((folder.root / "study.journal").resolve())
-    if not is_rdb_url(storage):
-        storage = str(Path(storage).expanduser().resolve())
+    storage = study_storage(settings.storage, folder)
     plan = SearchPlan(
         str(folder.root),
         name,
@@ -154,6 +170,23 @@ def plan_search(cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> Sea
     plan.smallest = check_budgets(plan)
     check_storage(plan.storage, settings)
     return plan
+
+
+def study_storage(storage: str | None, folder: SweepFolder) -> str:
+    """An RDB URL as given, or a journal file: null = <sweep folder>/study.journal; a `*.journal` path, relative
+    to the sweep folder unless absolute. Anything else is refused (a typo would become a stray file)."""
+    if storage is None:
+        return str((folder.root / "study.journal").resolve())
+    if is_rdb_url(storage):
+        return storage
+    if not storage.endswith(".journal"):
+        raise SearchError(
+            f"search.storage={storage!r} is neither an RDB URL (postgresql+psycopg2://user:pw@host/db, sqlite:///f.db) "
+            "nor a journal file ending in .journal (relative paths are taken from the sweep folder); null = "
+            "<sweep folder>/study.journal"
+        )
+    path = Path(storage).expanduser()
+    return str((path if path.is_absolute() else folder.root / path).resolve())
 
 
 def definition_digest(s: SearchSettings, base: dict[str, Any]) -> str:
@@ -244,6 +277,10 @@ def prepare_study(plan: SearchPlan) -> optuna.Study:
             f"(space, objectives, budgets, sampler or base config differ); its trials are kept. Use "
             f"search.study_name=NAME (and sweep.dir=DIR) for this definition"
         )
+    if study.metric_names is None:  # dashboards and `study.trials_dataframe()` name the objectives
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(plan.settings.objectives))
     return study
 
 

@@ -22,7 +22,14 @@ OBJECTIVES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "latency_ms": ("minimize", ("speed", "latency_ms"), "deploy-form median batch latency, ms"),
     "macs": ("minimize", ("complexity", "deploy", "macs"), "deploy-form MACs at 3x224x224 (fvcore)"),
     "params": ("minimize", ("complexity", "deploy", "params"), "deploy-form parameters"),
+    "int8_top1": ("maximize", ("quant", "int8_top1"), "top-1 of the INT8 model (needs quant.ptq=true), %"),
+    "int8_images_per_s": (
+        "maximize",
+        ("quant", "int8_speed", "images_per_s"),
+        "INT8 throughput in onnxruntime, CPU (quant.ptq=true)",
+    ),
 }
+QUANT_OBJECTIVES = ("int8_top1", "int8_images_per_s")  # measured by the trial's quantization stage
 SAMPLERS = ("tpe", "nsgaii", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
 STAGES = 5

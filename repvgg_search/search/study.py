@@ -19,8 +19,8 @@ from .settings import SearchError, SearchSettings, grid_space
 from .storage import quiet
 
 _log = logging.getLogger(__name__)
-KIND = "kind"  # trial user attribute: trained | pruned | infeasible | duplicate | surplus | failed | interrupted
-TRAINED_KINDS = ("trained", "pruned")
+KIND = "kind"  # trial user attribute: trained | pruned | diverged | infeasible | duplicate | surplus | failed | ...
+TRAINED_KINDS = ("trained", "pruned", "diverged")  # a training ran: the candidate used one of the n_trials
 SKIPPED_KINDS = ("infeasible", "duplicate")
 RELEASED_KINDS = ("infeasible", "duplicate", "surplus", "failed", "interrupted")  # end without using a slot
 TOLD_KINDS = (*TRAINED_KINDS, *RELEASED_KINDS)

@@ -109,6 +109,12 @@ class CandidateRunner:
         return run_trial(settings, trial_dir, progress=False, on_epoch=on_epoch)
 
     def _finish(self, study, trial, result: dict[str, Any], trial_dir: Path) -> str:
+        if result.get("status") == "diverged":  # a result, not a crash: the worst values, an infeasible candidate
+            values = self._worst(_result_size(result) if result.get("complexity") else None)
+            trial.set_constraint("diverged", 1.0)
+            trial.set_user_attr("error", str(result.get("error"))[:500])
+            self._annotate(trial_dir, self._search(trial, "diverged", values, {"diverged": 1.0}))
+            return record(study, trial, "diverged", values)
         if result.get("status") != "completed":  # recorded its own end, e.g. a failed conversion gate
             trial.set_user_attr("error", str(result.get("error"))[:500])
             self._annotate(trial_dir, self._search(trial, "failed", None, {}))
@@ -140,9 +146,11 @@ class CandidateRunner:
         return {
             "study": self.plan.study_name,
             "number": trial.number,
-            "state": {"trained": "COMPLETE", "infeasible": "COMPLETE", "pruned": "PRUNED"}.get(kind, "FAIL"),
+            "state": {"trained": "COMPLETE", "infeasible": "COMPLETE", "diverged": "COMPLETE", "pruned": "PRUNED"}.get(
+                kind, "FAIL"
+            ),
             "kind": kind,
-            "feasible": all(v <= 0 for v in over.values()) if kind in ("trained", "infeasible") else None,
+            "feasible": all(v <= 0 for v in over.values()) if kind in ("trained", "infeasible", "diverged") else None,
             "values": values,
             "objectives": list(self.s.objectives),
             "directions": self.plan.directions,
@@ -166,7 +174,7 @@ def epoch_reporter(trial: optuna.Trial) -> Callable[[int, dict[str, Any]], None]
     def on_epoch(epoch: int, row: dict[str, Any]) -> None:
         trial.report(float(row["val_top1"]), epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} (val top1 {row['val_top1']:.2f}%)")
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} (val top1 {row['val_top1']:.2f}%)")
 
     return on_epoch
 

@@ -6,11 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
+from .. import records
 from ..jobs.launchers import cancel_recorded
+from ..locks import FileLock
+from ..trial.folder import LOCK
 from .driver import count_states
 from .folder import TERMINAL, SweepFolder
 
@@ -22,26 +26,52 @@ def print_status(folder: SweepFolder) -> dict[str, Any]:
     counts = count_states(folder, trials)
     driver = folder.live_driver()
     line = "  ".join(f"{k} {v}" for k, v in counts.items())
-    print(f"sweep {folder.root}: {line}" + (f"  (driver pid {driver})" if driver else ""))
-    subs = folder.submissions()
+    print(f"sweep {folder.root}: {line}" + (f"  (driver pid {driver})" if driver else "  (no driver running)"))
+    subs, best = folder.submissions(), None
     for t in trials:
         last = subs.get(t.trial_id, [{}])[-1]
         axes = ", ".join(f"{k}={v}" for k, v in t.axes.items())
-        print(f"  {t.trial_id}  {folder.status(t.trial_id):<11} job {last.get('job_id', '-'):<12} {axes}")
-    return {"folder": str(folder.root), **counts}
+        status = "stopped" if folder.stopped(t.trial_id) else folder.status(t.trial_id)  # `running`, process gone
+        status = "planned" if status == "missing" else status
+        top1 = trial_top1(folder.trial_dir(t.trial_id))
+        if top1 is not None and status == "completed" and (best is None or top1 > best[0]):
+            best = (top1, t.trial_id, axes)
+        shown = f"{top1:6.2f}" if top1 is not None else "     -"
+        print(f"  {t.trial_id}  {status:<11} top1 {shown}  job {last.get('job_id', '-'):<12} {axes}")
+    if best is not None:
+        print(f"best single trial so far: {best[1]} top1 {best[0]:.2f}% ({best[2]}); "
+              "variants are compared over their seeds by sweep.action=collect")  # fmt: skip
+    return {"folder": str(folder.root), **counts, "best": best[1] if best else None}
+
+
+def trial_top1(trial_dir: Path) -> float | None:
+    """The trial's val top1 in percent: the final one when completed, else its latest epoch's (None if none)."""
+    result = records.read_json(trial_dir / records.RESULT) or {}
+    top1 = (result.get("metrics") or {}).get("top1")
+    if top1 is None:
+        rows = records.read_jsonl(trial_dir / records.METRICS)
+        top1 = rows[-1].get("val_top1") if rows else None
+    return top1
 
 
 def cancel(folder: SweepFolder) -> dict[str, Any]:
-    """Cancel the sweep's unfinished jobs (a local sweep: stop its background driver, which cancels its jobs)."""
-    driver = folder.live_driver()
+    """Cancel the sweep's unfinished work, touching only processes provably its own: the driver holding the
+    folder's lock, the trials holding their folders' locks (SIGINT: they record `interrupted` and stop), and the
+    scheduler jobs the launcher recorded. A pid written in a file is never enough."""
+    driver = folder.proven_driver()
     if driver is not None:
-        os.kill(driver, signal.SIGTERM)
+        os.kill(driver, signal.SIGTERM)  # its handler cancels the jobs it submitted
+    elif folder.live_driver() is not None:
+        print(f"a driver holds {folder.root} from another host or cannot be proven: not signalled")
     cancelled = []
     for tid, subs in folder.submissions().items():
         if folder.status(tid) in TERMINAL:
             continue
         last = subs[-1]
         cancel_recorded(last["launcher"], folder.jobs_dir, last["job_id"])
+        trainer = FileLock(folder.trial_dir(tid) / LOCK).proven_holder()
+        if trainer is not None:
+            os.kill(trainer, signal.SIGINT)
         folder.mark(tid, "cancelled", f"job {last['job_id']} cancelled by sweep.action=cancel")
         cancelled.append(tid)
     print(f"cancelled {len(cancelled)} trial(s) of {folder.root}")
@@ -62,7 +92,6 @@ def detach_local(folder: SweepFolder) -> dict[str, Any]:
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
-    folder.driver_pid_file.write_text(f"{proc.pid}\n")
     print(
         f"detached: background driver pid {proc.pid}, log {folder.root / 'driver.log'}; "
         f"follow with sweep.action=status sweep.dir={folder.root}"

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from ..config import CONF_DIR
-from ..errors import exit_on_bad_input
+from ..entry import hydra_entry
 from ..jobs.launchers import launcher_config, make_launcher
 from ..search import collect as search_collect
 from ..search.driver import SearchSweep
@@ -23,7 +21,7 @@ from .collect import write_results
 from .driver import GridSweep
 from .folder import PlannedTrial, SweepFolder
 from .grid import expand
-from .spec import SweepError, base_trial_config, register, sweep_folder, validate_spec
+from .spec import SweepError, base_trial_config, check_action, register, sweep_folder, validate_spec
 
 register()
 
@@ -40,6 +38,9 @@ def act(folder: SweepFolder, action: str) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate everything, then carry out `sweep.action`; returns a small summary (for tests and scripts)."""
+    if cfg.sweep.action != "run" and cfg.sweep.name is None and cfg.sweep.dir:  # the folder says what it holds
+        check_action(cfg.sweep.action)
+        return act(sweep_folder(cfg), cfg.sweep.action)
     validate_spec(cfg)
     folder = sweep_folder(cfg)
     if cfg.sweep.action != "run":
@@ -49,8 +50,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     sweep = kind.from_config(cfg, folder, launcher)  # validates every trial and claims the folder, before any job
     if cfg.sweep.dry_run:
         return sweep.dry_run()
+    folder.acquire_driver()  # a second driver on a busy folder is refused here, before it prints or submits
     sweep.prepare()
     if cfg.sweep.detach and launcher.background_driver and not actions.in_background():
+        folder.release_driver()  # the background driver takes it
         return actions.detach_local(folder)
     return sweep.drive(detach=cfg.sweep.detach)
 
@@ -65,8 +68,7 @@ def validate(cfg: DictConfig) -> list[PlannedTrial]:
     return expand(cfg)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="launch")
-@exit_on_bad_input
+@hydra_entry("launch", extra_groups=("sweep",))
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point: exit 2 on bad input, before anything is submitted."""
+    """Exit status 2 on bad input (Hydra's refusals included), before anything is submitted or written."""
     run(cfg)

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.ablation import ablation_markdown, paper_diff
+from ..analysis.quant import quant_markdown
 from ..analysis.stats import group_stats, paired_comparisons
 from ..analysis.tables import metric_table, to_markdown
 from ..config import TrackingConfig
@@ -39,12 +40,14 @@ def results_table(folder: SweepFolder) -> pd.DataFrame:
             df.at[idx, "variant"] = t.config.get("variant", {}).get("name")
         if pd.isna(df.at[idx, "preset"]):
             df.at[idx, "preset"] = t.config.get("model", {}).get("name")
-    axes = _axis_columns(planned)
+    grid = (folder.read_definition() or {}).get("kind", "grid") == "grid"
+    axes = [a for a in _axis_columns(planned) if a not in RESULT_COLUMNS] if grid else []  # a search's are columns
     for path in axes:
         df[path] = [t.axes.get(path) for t in planned]
     df = df[[*[c for c in RESULT_COLUMNS if c in df.columns], *axes]]
-    df = _with_paired_diff(df, _baseline(folder), _pair_keys(axes))
-    df.attrs["axes"] = axes
+    if grid:
+        df = _with_paired_diff(df, _baseline(folder), _pair_keys(axes))
+    df.attrs["axes"], df.attrs["grid"] = axes, grid
     return df
 
 
@@ -96,9 +99,12 @@ def summary_markdown(folder: SweepFolder, df: pd.DataFrame) -> str:
     lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f" (of {len(df)} trials)")
     records = [r for t in folder.planned() if (r := folder.result(t.trial_id)) and r.get("status") == "completed"]
     if records:
-        tables = ablation_markdown(metric_table(records), _baseline(folder))
+        table = metric_table(records)
+        tables = ablation_markdown(table, _baseline(folder))
         lines += ["", speed_line(records), f"MACs: {MAC_CONVENTION}, at 3x224x224.", ""]
         lines.append(tables or _grid_table(df))
+        if quant := quant_markdown(table, _baseline(folder)):
+            lines += ["", quant]
         lines += _axis_tables(df)
     failed = df[df["status"].isin(["failed", "cancelled", "interrupted"])]
     if len(failed):
@@ -131,8 +137,12 @@ def _mirror(folder: SweepFolder, df: pd.DataFrame, tables: dict[str, pd.DataFram
     if not planned:
         return
     tracking = TrackingConfig(**(planned[0].config.get("tracking") or {}))
-    comparisons = tables["comparisons"]
-    verdicts = {f"verdict/{r.variant}": r.verdict for r in comparisons.itertuples()} if len(comparisons) else {}
+    comparisons = tables.get("comparisons")
+    verdicts = (
+        {f"verdict/{r.variant}": r.verdict for r in comparisons.itertuples()}
+        if comparisons is not None and len(comparisons)
+        else {}
+    )
     definition = folder.read_definition() or {}
     run_dir = log_sweep_summary(tracking, name=str(definition.get("name")), folder=folder.root, config=definition,
                                 tables=tables, summary={"trials": len(df), **verdicts})  # fmt: skip
@@ -161,9 +171,10 @@ def write_results(folder: SweepFolder) -> dict[str, Any]:
     """results.csv, groups.csv, comparisons.csv and summary.md; prints the summary; returns the counts."""
     df = results_table(folder)
     df.to_csv(folder.root / "results.csv", index=False)
-    groups, comparisons = statistics_tables(df, _baseline(folder))
-    groups.to_csv(folder.root / "groups.csv", index=False)
-    comparisons.to_csv(folder.root / "comparisons.csv", index=False)
+    groups, comparisons = statistics_tables(df, _baseline(folder)) if df.attrs["grid"] else (None, None)
+    if df.attrs["grid"]:  # a width search's candidates are compared by their Pareto set and EDF instead
+        groups.to_csv(folder.root / "groups.csv", index=False)
+        comparisons.to_csv(folder.root / "comparisons.csv", index=False)
     summary = summary_markdown(folder, df)
     (folder.root / "summary.md").write_text(summary)
     print(summary)

@@ -17,7 +17,7 @@ from .folder import TERMINAL, PlannedTrial, SweepFolder
 from .grid import expand
 
 _log = logging.getLogger(__name__)
-STATE_KEYS = ("pending", "running", "done", "failed", "cancelled", "interrupted")
+STATE_KEYS = ("pending", "running", "done", "failed", "diverged", "cancelled", "interrupted")
 
 
 def count_states(folder: SweepFolder, trials: list[PlannedTrial], active: set[str] | None = None) -> dict[str, int]:
@@ -28,6 +28,8 @@ def count_states(folder: SweepFolder, trials: list[PlannedTrial], active: set[st
         key = {"completed": "done", "infeasible": "done"}.get(status, status)
         if status == "missing" or (status == "interrupted" and active and t.trial_id in active):
             key = "pending"
+        elif status == "running" and not (active and t.trial_id in active) and folder.stopped(t.trial_id):
+            key = "stopped"  # its record says running, but no process holds the trial: it died
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -87,7 +89,8 @@ class GridSweep:
 
         def show() -> None:
             counts = count_states(folder, self.trials, pool.active_keys)
-            progress.show("  ".join(f"{k} {v}" for k, v in counts.items()), counts["done"] + counts["failed"])
+            progress.show("  ".join(f"{k} {v}" for k, v in counts.items() if v or k in STATE_KEYS[:4]),
+                          counts["done"] + counts["failed"] + counts["diverged"])  # fmt: skip
 
         try:
             with pool.cancelling_on_exit(self._cancelled):
@@ -102,11 +105,11 @@ class GridSweep:
         return write_results(folder)
 
     def to_run(self, attempts: dict[str, int]) -> list[str]:
-        """Trials not completed whose attempts are not used up (failed ones get `retries` more)."""
+        """Trials without a result whose attempts are not used up (failed ones get `retries` more)."""
         out = []
         for t in self.trials:
             status = self.folder.status(t.trial_id)
-            if status in ("completed", "infeasible"):
+            if status in ("completed", "infeasible", "diverged"):  # results: a rerun would give the same
                 continue
             if status in ("failed", "cancelled") and attempts.get(t.trial_id, 0) > self.spec.retries:
                 continue

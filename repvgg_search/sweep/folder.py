@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,9 @@ import yaml
 from .. import records
 from ..errors import BadInputError
 from ..jobs.pool import JobLog
+from ..locks import FileLock, LockBusy
 from ..schema import SCHEMA_VERSION
+from ..trial.folder import trains_now
 
 SWEEP_JSON = "sweep.json"
 JOBS = "jobs.jsonl"
@@ -23,7 +24,8 @@ PLAN = "plan.json"  # trial id -> the axis values (or search parameters) that ma
 # libyaml when present: writing a thousand trial configs should take a moment, not seconds.
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-TERMINAL = ("completed", "failed", "cancelled", "infeasible")
+TERMINAL = ("completed", "failed", "cancelled", "infeasible", "diverged", "pruned")
+DRIVER_LOCK = "driver.lock"  # held by the folder's driver for as long as it runs
 
 
 class SweepFolderError(BadInputError):
@@ -44,6 +46,11 @@ class SweepFolder:
     """The folder of one sweep: `sweep.json`, `trials/<trial_id>/`, `jobs.jsonl`, `results.csv`, `summary.md`."""
 
     root: Path
+    _driver: FileLock = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self._driver = FileLock(self.root / DRIVER_LOCK)
 
     @property
     def trials_dir(self) -> Path:
@@ -113,9 +120,16 @@ class SweepFolder:
         return records.read_json(self.trial_dir(trial_id) / records.RESULT)
 
     def status(self, trial_id: str) -> str:
-        """The trial's recorded status: completed, failed, interrupted, cancelled, running, or missing."""
-        result = self.result(trial_id)
+        """The trial's recorded status: completed, failed, interrupted, cancelled, running, ..., or missing."""
+        try:
+            result = self.result(trial_id)
+        except ValueError:  # a torn or edited result.json: the trial must run (or be looked at) again
+            return "unreadable"
         return result.get("status", "missing") if result else "missing"
+
+    def stopped(self, trial_id: str) -> bool:
+        """Whether the trial's record says `running` but no process holds its lock: its process died."""
+        return self.status(trial_id) == "running" and not trains_now(self.trial_dir(trial_id))
 
     @property
     def speed_dir(self) -> Path:
@@ -148,31 +162,29 @@ class SweepFolder:
         result.update(status=status, error=error)
         records.write_json(path, result)
 
-    # -- the background driver of a detached local sweep -----------------------------------------------------
-    @property
-    def driver_pid_file(self) -> Path:
-        return self.root / "driver.pid"
-
+    # -- the driver: one per folder, by lock ---------------------------------------------------------------------
     def acquire_driver(self) -> None:
-        """Record this process as the folder's driver; refuse when another live driver works on it."""
-        other = self.live_driver()
-        if other is not None and other != os.getpid():
+        """Become the folder's driver (held until release or death); refuse while another live driver is."""
+        try:
+            self._driver.acquire(wait=False)
+        except LockBusy as busy:
+            who = f"pid {busy.holder['pid']} on {busy.holder['host']}" if busy.holder else "another process"
             raise SweepFolderError(
-                f"another driver (pid {other}) is working on {self.root}; sweep.action=status shows it"
-            )
-        self.driver_pid_file.write_text(f"{os.getpid()}\n")
+                f"another driver ({who}) is working on {self.root}; sweep.action=status shows it, "
+                "sweep.action=cancel stops it"
+            ) from None
 
     def release_driver(self) -> None:
-        self.driver_pid_file.unlink(missing_ok=True)
+        self._driver.release()
 
     def live_driver(self) -> int | None:
-        """The pid of a driver process still working on this folder, if any."""
-        try:
-            pid = int(self.driver_pid_file.read_text().split()[0])
-            os.kill(pid, 0)
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid
+        """The pid a live driver wrote (for messages), if one holds the folder; None when no driver runs."""
+        holder = FileLock(self.root / DRIVER_LOCK).holder()
+        return holder["pid"] if holder else None
+
+    def proven_driver(self) -> int | None:
+        """The driver's pid when provably it: it holds the folder's lock and has the lock file open (same host)."""
+        return FileLock(self.root / DRIVER_LOCK).proven_holder()
 
 
 def definition_hash(trial_ids: list[str]) -> str:

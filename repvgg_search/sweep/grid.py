@@ -14,7 +14,7 @@ from ..config import CONF_DIR, TrialConfig
 from ..errors import BadInputError
 from ..trial import settings_from_typed, typed_config
 from .folder import PlannedTrial
-from .spec import SweepError, base_trial_config
+from .spec import SweepError, base_trial_config, sweep_axes
 
 # Config groups a trial config is composed of: an axis over one of them takes option names.
 GROUPS = ("model", "variant", "data", "train")
@@ -29,7 +29,7 @@ def expand(cfg: DictConfig, threads: int | None = None) -> list[PlannedTrial]:
     planning a thousand trials takes a second or two.
     """
     base = typed_config(base_trial_config(cfg))
-    axes = {ALIASES.get(k, k): list(v) for k, v in OmegaConf.to_container(cfg.sweep.axes, resolve=True).items()}
+    axes = {ALIASES.get(k, k): list(v) for k, v in sweep_axes(cfg).items()}
     if cfg.sweep.seeds:  # the seed is the last axis: seed s of every variant forms a pair
         axes["seed"] = list(range(cfg.sweep.seeds))
     checked = _checked_axis_values(axes)
@@ -49,8 +49,16 @@ def expand(cfg: DictConfig, threads: int | None = None) -> list[PlannedTrial]:
         if settings.trial_id in seen:
             raise SweepError(f"trials {seen[settings.trial_id]} and {values} are the same trial; remove the duplicate")
         seen[settings.trial_id] = values
+        settings.config["tracking"]["name"] = run_name(settings.display_name, values)
         trials.append(PlannedTrial(settings.trial_id, settings.config, values))
     return trials
+
+
+def run_name(display: str, values: dict[str, Any]) -> str:
+    """`<preset>-<variant>-s<seed>` plus the axes it does not already show (`a0-full-s1-a1.25`)."""
+    shown = ("model", "seed", "variant")
+    extra = [f"{k.rpartition('.')[2]}{v}" for k, v in values.items() if k.split(".")[0] not in shown]
+    return "-".join([display, *extra])
 
 
 def _checked_axis_values(axes: dict[str, list[Any]]) -> dict[tuple[str, str], Any]:

@@ -64,7 +64,40 @@ def available_sweeps() -> list[str]:
 
 
 def sweep_folder(cfg: DictConfig) -> SweepFolder:
-    return SweepFolder(Path(cfg.sweep.dir or Path("outputs") / "sweeps" / cfg.sweep.name))
+    root = Path(cfg.sweep.dir or Path("outputs") / "sweeps" / cfg.sweep.name)
+    if root.exists() and not root.is_dir():
+        raise SweepError(f"sweep.dir={root} is a file, not a folder; choose another sweep.dir")
+    return SweepFolder(root)
+
+
+def sweep_axes(cfg: DictConfig) -> dict[str, list[Any]]:
+    """The sweep's axes. Given whole on the command line (`'++sweep.axes={seed:[0,1,2]}'`, with or without `+`),
+    they replace the sweep file's; Hydra alone would merge the two dicts. One axis (`sweep.axes.seed=[...]`)
+    still changes just that axis."""
+    given = _whole_axes_override()
+    axes = given if given is not None else OmegaConf.to_container(cfg.sweep.axes, resolve=True)
+    if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
+        raise SweepError(f"sweep.axes={axes!r} must map config paths to lists of values, e.g. {{seed: [0, 1]}}")
+    return axes
+
+
+def _whole_axes_override() -> dict | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not HydraConfig.initialized():
+        return None
+    parser, found = OverridesParser.create(), None
+    for text in HydraConfig.get().overrides.task:
+        override = parser.parse_overrides([text])[0]
+        if override.key_or_group == "sweep.axes" and not override.is_delete():
+            found = override.value()
+    return found
+
+
+def check_action(action: str) -> None:
+    if action not in ACTIONS:
+        raise SweepError(f"sweep.action={action!r} is unknown; allowed: {', '.join(ACTIONS)}")
 
 
 def validate_spec(cfg: DictConfig) -> None:
@@ -73,8 +106,7 @@ def validate_spec(cfg: DictConfig) -> None:
         raise SweepError(f"no sweep selected: add +sweep=NAME; available: {', '.join(available_sweeps())}")
     if spec.kind not in KINDS:
         raise SweepError(f"sweep.kind={spec.kind!r} is unknown; allowed: {', '.join(KINDS)}")
-    if spec.action not in ACTIONS:
-        raise SweepError(f"sweep.action={spec.action!r} is unknown; allowed: {', '.join(ACTIONS)}")
+    check_action(spec.action)
     if spec.seeds is not None and spec.kind == "search":
         raise SweepError(
             f"sweep.seeds={spec.seeds} applies to grid sweeps; a width search trains each sampled candidate once and "
@@ -83,9 +115,10 @@ def validate_spec(cfg: DictConfig) -> None:
         )
     if spec.seeds is not None and spec.seeds < 1:
         raise SweepError(f"sweep.seeds={spec.seeds} must be >= 1 (the number of seeds), or null")
-    if spec.seeds is not None and "seed" in spec.axes:
+    axes = sweep_axes(cfg)
+    if spec.seeds is not None and "seed" in axes:
         raise SweepError(
-            f"sweep.seeds={spec.seeds} and sweep.axes.seed={list(spec.axes['seed'])} both give the seeds: keep one "
+            f"sweep.seeds={spec.seeds} and sweep.axes.seed={list(axes['seed'])} both give the seeds: keep one "
             f"(sweep.seeds=N means seeds 0..N-1; axes.seed lists them)"
         )
     if spec.retries < 0 or spec.poll_s <= 0 or spec.max_wait_h <= 0:

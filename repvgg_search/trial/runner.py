@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
+import math
 import os
 import signal
 import threading
@@ -24,6 +26,7 @@ from omegaconf import OmegaConf
 
 from .. import records
 from ..data import build_loaders
+from ..deploy.stage import quant_stage
 from ..devices import DeviceLock, resolve_device, training_environment
 from ..distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
 from ..engine import (
@@ -36,27 +39,32 @@ from ..engine import (
     train_one_epoch,
     want_progress,
 )
-from ..errors import BadInputError
 from ..models import build_model
 from ..profile import arch_sizes, resolve_protocol
 from ..profile.stage import speed_figure
 from ..schema import MAC_CONVENTION, arch_record, record_header
 from ..tracking import Tracker
+from .folder import LOG, claim_folder, keep_only, keep_traceback, kept, link_job_logs, log_file, working_in
 from .gate import Forms, check_forms
 from .settings import TrialSettings, settings_from_config
 
 _log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 3  # exit status of an interrupted trial (rerun the same command to resume)
-LOG = "trial.log"  # the trial's log lines, appended by every run in its folder
-
-
-class TrialFolderError(BadInputError):
-    """The trial folder belongs to another trial; nothing in it is touched."""
+EXIT_DIVERGED = 4  # the training diverged: a result (status diverged), not a crash
+EXIT_BUSY = 5  # another process trains this trial in this folder now
 
 
 class TrialInterrupted(Exception):
     """SIGTERM or SIGUSR2 arrived; the trial stops at its last checkpoint."""
+
+
+class Diverged(Exception):
+    """The training diverged (a non-finite loss or weights); the trial ends with status `diverged`."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"training diverged in epoch {epoch}: {reason}")
+        self.epoch = epoch
 
 
 class TrialRunner(submitit.helpers.Checkpointable):
@@ -77,61 +85,34 @@ class TrialRunner(submitit.helpers.Checkpointable):
         return run_trial(settings, Path(self.trial_dir), progress=progress)
 
 
-def claim_folder(trial_dir: Path, s: TrialSettings) -> dict[str, Any] | None:
-    """Refuse a folder holding another trial; return the result when this trial already completed there."""
-    result = records.read_json(trial_dir / records.RESULT)
-    owner = result.get("trial_id") if result else None
-    if owner is None and (trial_dir / records.CHECKPOINT).exists():
-        owner = records.load_checkpoint(trial_dir / records.CHECKPOINT).get("trial_id")
-    if owner is not None and owner != s.trial_id:
-        raise TrialFolderError(
-            f"output folder {trial_dir} holds trial {owner}, not this trial ({s.trial_id}, {s.preset}/"
-            f"{s.arch.variant.label}); refusing to touch it: choose another folder (output_dir=PATH)"
-        )
-    if result and result.get("status") == "completed":
-        return result
-    return None
-
-
 def run_trial(
     s: TrialSettings,
     trial_dir: Path,
     *,
     progress: bool | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    wait: bool = True,
+    locked: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume, or report) one trial in `trial_dir`; returns its result record.
 
+    Only one process trains a trial: this one takes the folder's lock (`locked`: the caller holds it), waiting
+    while another process trains it (`wait`; else TrialBusy), then reports that process's result if it finished.
     Raises `TrialInterrupted` after SIGTERM/SIGUSR2 (the checkpoint of the last finished epoch stays), and
-    re-raises any failure after recording it (status `failed` with the error) in result.json and wandb.
-    `on_epoch(epoch, row)` is called on rank 0 after each epoch's checkpoint and metrics line (a search's pruner
-    raises from it to stop the trial).
+    re-raises any failure after recording it (status `failed`, a one-line error; the traceback in trial.log).
+    A diverged or gate-failed trial is a result (its status says so), not an exception. `on_epoch(epoch, row)`
+    (epochs numbered from 1) is called on rank 0 after each epoch's checkpoint and metrics line (a search's pruner raises from it).
     """
     trial_dir = Path(trial_dir)
-    done = claim_folder(trial_dir, s)
-    if done is not None:
-        _log.info("trial %s already completed in %s: reporting its result", s.trial_id, trial_dir)
-        return done
-    with _log_file(trial_dir / LOG):
-        return _Trial(s, trial_dir, want_progress() if progress is None else progress, on_epoch).run()
-
-
-@contextlib.contextmanager
-def _log_file(path: Path) -> Iterator[None]:
-    """Copy this package's log lines into the trial folder (rank 0 only), whoever started the trial."""
-    if os.environ.get("RANK", "0") != "0":
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("repvgg_search")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    claim_folder(trial_dir, s)  # refuses another trial's folder before waiting on anything
+    with contextlib.nullcontext() if locked else working_in(trial_dir, wait):
+        link_job_logs(trial_dir)
+        done = claim_folder(trial_dir, s)
+        if done is not None:
+            _log.info("trial %s already completed in %s: reporting its result", s.trial_id, trial_dir)
+            return keep_only(trial_dir, s.keep_checkpoint, done)
+        with log_file(trial_dir / LOG):
+            return _Trial(s, trial_dir, want_progress() if progress is None else progress, on_epoch).run()
 
 
 class _Trial:
@@ -150,21 +131,25 @@ class _Trial:
         try:
             with _interruptible():
                 self._setup()
-                self._train()
-                result = self._finish()
+                try:
+                    self._train()
+                    result = self._finish()
+                except Diverged as exc:  # a result, not a crash: the last finite metrics are kept
+                    result = self._diverged(exc)
             status = result["status"]
             return result
         except (TrialInterrupted, SystemExit, KeyboardInterrupt) as exc:
             status, error = "interrupted", f"{type(exc).__name__}: {exc}"
             raise
         except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = one_line(exc)
+            keep_traceback(self.dir)
             raise
         finally:
             if result is None:  # the trial did not get to record its own end
                 self._record_unfinished(status, error)
             if self.tracker is not None:
-                codes = {"completed": 0, "interrupted": EXIT_INTERRUPTED}
+                codes = {"completed": 0, "interrupted": EXIT_INTERRUPTED, "diverged": EXIT_DIVERGED}
                 self.tracker.finish(codes.get(status, 1))
             if self.dist is not None and self.dist.is_distributed:
                 cleanup()
@@ -193,6 +178,7 @@ class _Trial:
             trial_dir=self.dir,
             config=s.config,
             tags=[s.preset, s.arch.variant.label],
+            name=s.display_name,
             enabled=self.main,
         )
         self.timings["setup_s"] = time.perf_counter() - self.t0
@@ -216,7 +202,7 @@ class _Trial:
         self.scaler = make_scaler(s.train, self.device)
 
     def _resume(self) -> None:
-        ckpt = records.load_checkpoint(self.dir / records.CHECKPOINT)
+        ckpt = records.load_usable_checkpoint(self.dir / records.CHECKPOINT, _log.warning, move_aside=self.main)
         self.epochs_done, self.resumes = 0, []
         if ckpt is not None:
             unwrap(self.model).load_state_dict(ckpt["model"])
@@ -230,7 +216,7 @@ class _Trial:
         elif self.main:
             self._save_checkpoint()  # so that an interruption during the first epoch also leaves a checkpoint
         if self.main:  # epochs after the checkpoint are redone: drop their lines
-            records.truncate_jsonl(self.dir / records.METRICS, lambda r: r["epoch"] < self.epochs_done)
+            records.truncate_jsonl(self.dir / records.METRICS, lambda r: r["epoch"] <= self.epochs_done)
 
     def _save_checkpoint(self) -> None:
         state = {
@@ -251,13 +237,18 @@ class _Trial:
             with self.lock.shared():  # a speed measurement on this device waits for the epoch to end
                 stats, val = self._epoch(epoch)
             self.epochs_done = epoch + 1
-            row = {"trial_id": self.s.trial_id, "epoch": epoch, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
+            row = {
+                "trial_id": self.s.trial_id,
+                "epoch": epoch + 1,
+                **_prefixed(stats, "train_"),
+                **_prefixed(val, "val_"),
+            }
             if self.main:
                 self._save_checkpoint()
                 records.append_jsonl(self.dir / records.METRICS, row)
                 self.tracker.log_epoch(row)
                 if self.on_epoch is not None:
-                    self.on_epoch(epoch, row)  # may raise (a pruned trial) after this epoch's checkpoint
+                    self.on_epoch(self.epochs_done, row)  # may raise (a pruned trial) after this epoch's checkpoint
             _log.info(
                 "epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, self.s.train.epochs, stats["loss"], val["top1"]
             )
@@ -265,11 +256,29 @@ class _Trial:
 
     def _epoch(self, epoch: int) -> tuple[dict, dict]:
         s = self.s
-        stats = train_one_epoch(
-            self.model, self.train_loader, self.optimizer, self.scheduler, cfg=s.train, device=self.device,
-            epoch=epoch, seed=s.seed, scaler=self.scaler, progress=self.progress and self.main, log=_log.info,
-        )  # fmt: skip
-        return stats, evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
+        try:
+            stats = train_one_epoch(
+                self.model, self.train_loader, self.optimizer, self.scheduler, cfg=s.train, device=self.device,
+                epoch=epoch, seed=s.seed, scaler=self.scaler, progress=self.progress and self.main, log=_log.info,
+            )  # fmt: skip
+        except FloatingPointError as exc:  # a non-finite training loss
+            raise Diverged(epoch + 1, str(exc)) from None
+        val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
+        if not math.isfinite(val["loss"]) or not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise Diverged(epoch + 1, f"non-finite weights after the epoch (validation loss {val['loss']})")
+        return stats, val
+
+    def _diverged(self, exc: Diverged) -> dict[str, Any]:
+        """Record a diverged training as a result: its epoch, the last finite epoch's metrics, no model kept."""
+        last = self._last_row()
+        fields = {
+            "status": "diverged",
+            "error": str(exc),
+            "diverged_epoch": exc.epoch,
+            "metrics": {"top1": last.get("val_top1"), "loss": last.get("val_loss"), "epochs": self.epochs_done},
+        }
+        _log.warning("trial %s: %s (a result: status diverged, last finite metrics kept)", self.s.trial_id, exc)
+        return self._write_result(fields) if self.main else {"trial_id": self.s.trial_id, "status": "diverged"}
 
     # -- the end of a trial -----------------------------------------------------------------------------------
     def _finish(self) -> dict[str, Any]:
@@ -290,11 +299,14 @@ class _Trial:
             )
             return self._write_result({"status": "failed", **result, "error": error})
         result.update(self._profile(model, forms.deploy))
-        if self.s.save_deploy and forms.deploy is not None:
-            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, forms.deploy.state_dict())
+        if self.s.quant.ptq:
+            result["quant"] = self._quantize(forms.deploy if forms.deploy is not None else model, result["metrics"])
+        if self.s.keep_checkpoint != "none":  # the deploy form, or the train form where none exists
+            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, (forms.deploy or model).state_dict())
         self.timings["total_s"] = time.perf_counter() - self.t0
-        result = self._write_result({"status": "completed", **result})
+        result = self._write_result({"status": "completed", **result, "weights": kept(self.s.keep_checkpoint)})
         self.tracker.summarize(result)
+        keep_only(self.dir, self.s.keep_checkpoint)
         return result
 
     def _metrics(self, forms: Forms) -> dict[str, Any]:
@@ -327,6 +339,15 @@ class _Trial:
             },
             "speed": {"form": "deploy" if deploy is not None else "train", **speed},
         }
+
+    def _quantize(self, measured, metrics: dict[str, Any]) -> dict[str, Any]:
+        t = time.perf_counter()
+        cache = Path(self.s.speed_dir) if self.s.speed_dir else self.dir / "speed"
+        float_top1 = metrics["deploy_top1"] if metrics["deploy_top1"] is not None else metrics["top1"]
+        block = quant_stage(measured, self.s.quant, self.s.data, self.val_loader, self.dir, cache, float_top1)
+        _log.info("trial %s: INT8 top1 %.2f%% (drop %.2f points)", self.s.trial_id, block["int8_top1"], block["drop"])
+        self.timings["quant_s"] = time.perf_counter() - t
+        return block
 
     def _last_row(self) -> dict:
         rows = records.read_jsonl(self.dir / records.METRICS)
@@ -366,6 +387,24 @@ class _Trial:
             )
             if self.tracker is not None:
                 self.tracker.summarize(result)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error in one line that names the resource: a full disk with its path, memory with the device."""
+    for cause in _chain(exc):
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return f"no space left on device writing {cause.filename or 'a record'} (OSError ENOSPC)"
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return f"out of memory ({type(exc).__name__}): {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def _prefixed(d: dict, prefix: str) -> dict:

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from ..config import GateConfig, TrackingConfig, TrialConfig, to_arch
+from ..config import GateConfig, QuantConfig, TrackingConfig, TrialConfig, to_arch
 from ..data import DataConfig, expected_num_classes
+from ..deploy.quant import validate_quant
 from ..devices import resolve_device
 from ..engine import (
     TrainConfig,
@@ -20,7 +22,7 @@ from ..engine import (
 )
 from ..errors import BadInputError
 from ..models import ArchConfig
-from ..profile.protocols import resolve_protocol
+from ..profile.protocols import PROTOCOLS, resolve_protocol
 from ..tracking import validate_tracking
 from .gate import validate_gate
 
@@ -30,12 +32,7 @@ _log = logging.getLogger(__name__)
 NOT_IN_ID = {"data": {"root", "download", "num_workers", "pin_memory", "persistent_workers", "eval_batch_size"}}
 
 
-class TrialFolderError(BadInputError):
-    """The trial folder belongs to another trial; nothing in it is touched."""
-
-
-class TrialInterrupted(Exception):
-    """SIGTERM or SIGUSR2 arrived; the trial stops at its last checkpoint."""
+KEEP = ("all", "deploy", "none")  # keep_checkpoint: what a completed trial keeps on disk
 
 
 @dataclass(frozen=True)
@@ -53,16 +50,32 @@ class TrialSettings:
     seed: int
     device: str
     threads: int | None
-    save_deploy: bool
+    keep_checkpoint: str
+    quant: QuantConfig
     speed_dir: str | None
     config: dict[str, Any]
 
+    @property
+    def display_name(self) -> str:
+        """`<preset>-<variant>-s<seed>`: the default folder prefix and wandb run name."""
+        return f"{self.preset}-{self.arch.variant.label}-s{self.seed}"
+
 
 def typed_config(cfg: DictConfig | dict) -> TrialConfig:
-    """The config as a typed `TrialConfig` (OmegaConf checks every key and type against the schema)."""
+    """The config as a typed `TrialConfig`: OmegaConf checks every key and type against the schema, and a key or
+    value outside it is a BadInputError naming the key and (for a key) the ones allowed there."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     container.pop("hydra", None)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrialConfig), container))
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrialConfig), container))
+    except ConfigKeyError as exc:
+        where = str(exc.full_key).rpartition(".")[0]
+        allowed = ", ".join(f.name for f in dataclasses.fields(exc.object_type)) if exc.object_type else "?"
+        raise BadInputError(
+            f"unknown config key {exc.full_key!r}{f' under {where!r}' if where else ''}; allowed there: {allowed}"
+        ) from None
+    except (ValidationError, OmegaConfBaseException) as exc:
+        raise BadInputError(f"{getattr(exc, 'full_key', '?')}: {str(exc).splitlines()[0]}") from None
 
 
 def settings_from_typed(typed: TrialConfig) -> TrialSettings:
@@ -86,7 +99,8 @@ def settings_from_typed(typed: TrialConfig) -> TrialSettings:
         seed=typed.seed,
         device=typed.device,
         threads=typed.threads,
-        save_deploy=typed.save_deploy,
+        keep_checkpoint=typed.keep_checkpoint,
+        quant=typed.quant,
         speed_dir=typed.speed_dir,
         config=config,
     )
@@ -103,10 +117,17 @@ def validate(cfg: DictConfig | dict) -> TrialSettings:
 
 
 def _validate_run(cfg: TrialConfig) -> None:
+    if not 0 <= cfg.seed < 2**63:
+        raise BadInputError(f"seed={cfg.seed} must be an integer in [0, 2**63): it seeds torch and the data order")
     if cfg.threads is not None and cfg.threads < 1:
         raise BadInputError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
     resolve_protocol(dataclasses.asdict(cfg.speed), resolve_device(cfg.device))  # refuses bad speed fields
     validate_gate(cfg.gate)
+    validate_quant(cfg.quant.calib_images, cfg.quant.calibrate)
+    if cfg.quant.speed != "none" and cfg.quant.speed not in PROTOCOLS:
+        raise BadInputError(f"quant.speed={cfg.quant.speed!r} is unknown; allowed: none, {', '.join(PROTOCOLS)}")
+    if cfg.keep_checkpoint not in KEEP:
+        raise BadInputError(f"keep_checkpoint={cfg.keep_checkpoint!r} is unknown; allowed: {', '.join(KEEP)}")
 
 
 def trial_id(config: dict[str, Any], arch: ArchConfig) -> str:

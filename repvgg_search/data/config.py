@@ -1,0 +1,165 @@
+"""Which data a trial uses (`DataConfig`, the `data:` config node) and its validation, without loading anything."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInputError
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "synthetic")
+SYNTHETIC_DEFAULT_CLASSES = 10
+MIN_IMAGE_SIZE = 32  # five stride-2 stages: 32 px is the smallest input that still reaches the last stage at 1x1
+CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+NATIVE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+DIGITS_COUNT = 1797  # images in scikit-learn's load_digits, used to check val_fraction without loading it
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class DataError(BadInputError):
+    """A data setting is invalid or the data is missing; the message names the Hydra key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    """Which data set to train and evaluate on, and how to load it."""
+
+    # Data set: "digits" (scikit-learn's bundled 8x8 handwritten digits, offline), "cifar10", "cifar100",
+    # "imagenet" (an ImageFolder tree root/train, root/val) or "synthetic" (seeded random tensors).
+    name: str = "digits"
+    # Directory holding the data (cifar*, imagenet); unused by digits and synthetic. None = not set.
+    root: str | None = None
+    # CIFAR only: download into `root` when missing (needs network). ImageNet is never downloaded.
+    download: bool = False
+    # Side in pixels of the square images the network sees; >= 32 (five stride-2 stages).
+    image_size: int = 32
+    # Training images per batch and per process (the global batch is batch_size * world_size); >= 1.
+    batch_size: int = 64
+    # Evaluation images per batch and per process; None = 2 * batch_size.
+    eval_batch_size: int | None = None
+    # DataLoader worker processes (cifar*, imagenet); 0 = load in the training process. Digits and synthetic
+    # live in memory and never use workers.
+    num_workers: int = 0
+    # Pin host memory for faster host-to-GPU copies; None = on exactly when the device is CUDA.
+    pin_memory: bool | None = None
+    # Keep DataLoader workers alive between epochs (only takes effect when num_workers > 0).
+    persistent_workers: bool = True
+    # Digits: fraction of the 1797 images held out for evaluation, stratified by class; in [0.01, 0.9].
+    val_fraction: float = 0.2
+    # Seed of the digits train/val split and of the synthetic data's content (not of the training order).
+    split_seed: int = 0
+    # Classes; None = the data set's own (digits/cifar10 10, cifar100 100, imagenet: its folders, synthetic 10).
+    num_classes: int | None = None
+    # Synthetic: number of training and evaluation images; >= 1.
+    synthetic_train_size: int = 512
+    synthetic_val_size: int = 128
+    # Digits and synthetic: largest random translation, in pixels at image_size, applied to each training
+    # image (drawn per image and epoch); 0 = no augmentation. Evaluation images are never shifted. Off by
+    # default: in the proxy recipe it slowed the relu_in_branches variant's escape from its early plateau.
+    translate: int = 0
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the model needs to know about the data: classes, input channels and size, split sizes."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    train_size: int
+    val_size: int
+
+
+def validate_data(cfg: DataConfig) -> None:
+    """Raise `DataError` naming the field and its allowed values, without loading any data."""
+    if cfg.name not in DATASETS:
+        raise DataError(f"data.name={cfg.name!r} is unknown; allowed: {', '.join(DATASETS)}")
+    _check_int(cfg.image_size, "data.image_size", MIN_IMAGE_SIZE, "the network halves the resolution in 5 stages")
+    if cfg.image_size % MIN_IMAGE_SIZE:
+        raise DataError(
+            f"data.image_size={cfg.image_size} must be a multiple of {MIN_IMAGE_SIZE}: the five stride-2 stages halve "
+            f"it five times (e.g. {cfg.image_size // MIN_IMAGE_SIZE * MIN_IMAGE_SIZE or MIN_IMAGE_SIZE} or "
+            f"{(cfg.image_size // MIN_IMAGE_SIZE + 1) * MIN_IMAGE_SIZE})"
+        )
+    _check_int(cfg.batch_size, "data.batch_size", 1)
+    if cfg.eval_batch_size is not None:
+        _check_int(cfg.eval_batch_size, "data.eval_batch_size", 1, "or null for 2 * data.batch_size")
+    _check_int(cfg.num_workers, "data.num_workers", 0)
+    _check_int(cfg.translate, "data.translate", 0, "pixels; 0 turns augmentation off")
+    if not 0.01 <= cfg.val_fraction <= 0.9:
+        raise DataError(f"data.val_fraction={cfg.val_fraction!r} must be in [0.01, 0.9]")
+    _check_num_classes(cfg)
+    if cfg.name == "synthetic":
+        _check_int(cfg.synthetic_train_size, "data.synthetic_train_size", 1)
+        _check_int(cfg.synthetic_val_size, "data.synthetic_val_size", 1)
+    elif cfg.name in CIFAR_DIRS:
+        _check_cifar_root(cfg)
+    elif cfg.name == "imagenet":
+        _check_imagenet_root(cfg.root)
+    check_batch_fits(cfg, known_train_size(cfg))
+
+
+def known_train_size(cfg: DataConfig) -> int | None:
+    """Training images of the in-memory data sets, known without loading them (None for the others)."""
+    if cfg.name == "synthetic":
+        return cfg.synthetic_train_size
+    if cfg.name == "digits":
+        return DIGITS_COUNT - round(DIGITS_COUNT * cfg.val_fraction)
+    return None
+
+
+def check_batch_fits(cfg: DataConfig, train_size: int | None, world_size: int = 1) -> None:
+    """A batch cannot hold more images than the training set: the learning rate scales with the batch asked for,
+    so a larger one would train at a rate for images that do not exist."""
+    if train_size is not None and cfg.batch_size * world_size > train_size:
+        raise DataError(
+            f"data.batch_size={cfg.batch_size} (x {world_size} process(es)) exceeds the {train_size} training images of "
+            f"data.name={cfg.name}; allowed: at most {train_size // world_size} per process"
+        )
+
+
+def expected_num_classes(cfg: DataConfig) -> int:
+    """Classes of the data set, known without loading it (ImageNet: the class folders under root/train)."""
+    if cfg.num_classes is not None:
+        return cfg.num_classes
+    if cfg.name == "synthetic":
+        return SYNTHETIC_DEFAULT_CLASSES
+    if cfg.name in NATIVE_CLASSES:
+        return NATIVE_CLASSES[cfg.name]
+    return sum(1 for p in Path(cfg.root, "train").iterdir() if p.is_dir())
+
+
+def _check_int(value, key: str, minimum: int, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = f" ({note})" if note else ""
+        raise DataError(f"{key}={value!r} must be an integer >= {minimum}{extra}")
+
+
+def _check_num_classes(cfg: DataConfig) -> None:
+    if cfg.num_classes is None:
+        return
+    _check_int(cfg.num_classes, "data.num_classes", 1, "or null for the data set's own")
+    native = NATIVE_CLASSES.get(cfg.name)
+    if native is not None and cfg.num_classes != native:
+        raise DataError(f"data.num_classes={cfg.num_classes} but {cfg.name} has {native} classes; use null or {native}")
+
+
+def _check_cifar_root(cfg: DataConfig) -> None:
+    how = f"set data.root=<dir> and data.download=true to fetch {cfg.name} into it (needs network)"
+    if not cfg.root:
+        raise DataError(f"data.root is not set for data.name={cfg.name}: {how}")
+    folder = os.path.join(cfg.root, CIFAR_DIRS[cfg.name])
+    if not cfg.download and not (os.path.isdir(folder) and os.listdir(folder)):
+        raise DataError(f"data.root={cfg.root!r}: {cfg.name} not found (expected {folder}/); {how}")
+
+
+def _check_imagenet_root(root: str | None) -> None:
+    layout = "expected an ImageFolder layout: <root>/train/<class>/<image> and <root>/val/<class>/<image>"
+    if not root:
+        raise DataError(f"data.root is not set for data.name=imagenet; {layout}")
+    for split in ("train", "val"):
+        folder = os.path.join(root, split)
+        if not os.path.isdir(folder) or not os.listdir(folder):
+            raise DataError(f"data.root={root!r}: {folder} is missing or empty; {layout}")

@@ -1,0 +1,141 @@
+"""From trial to deployment: exports of every preset's deploy form match PyTorch, a finished trial exports (API and
+command line) into its folder and record, INT8 post-training quantization is recorded per trial, and the
+quantization ablation's table pairs every design with `full` and places the published numbers beside ours."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from repvgg_search.analysis.quant import quant_table
+from repvgg_search.analysis.schema import example_record
+from repvgg_search.analysis.tables import metric_table
+from repvgg_search.deploy.export import TOLERANCE, export_model
+from repvgg_search.deploy.onnx_io import onnx_session, run_onnx
+from repvgg_search.deploy.quant import PtqSettings, quantize_int8
+from repvgg_search.models import build_model, reparameterize_model
+from repvgg_search.models.arch import arch_config
+from repvgg_search.profile.speed import randomize_bn_
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "threads=1", "tracking.mode=disabled",
+        "speed=trial_size", "speed.rounds=1"]  # fmt: skip
+
+
+def run(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def deploy_form(preset: str) -> torch.nn.Module:
+    model = build_model(arch_config(preset))
+    randomize_bn_(model, torch.Generator().manual_seed(0))  # BN statistics that make the fusion matter
+    return reparameterize_model(model.eval())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["a0", "b1g2", "d2se"])  # plain, grouped, squeeze-excitation
+def test_a_presets_deploy_form_exports_within_1e5(preset, tmp_path):
+    """ONNX (run in onnxruntime) and torch.export (.pt2, reloaded) against PyTorch, float32, relative error.
+    `benchmarks/export_check.py` checks every preset the same way at 224 px (a few minutes)."""
+    found = export_model(deploy_form(preset), (3, 64, 64), tmp_path)
+    for fmt in ("onnx", "torch_export"):
+        assert found[fmt]["passed"] and found[fmt]["max_rel_error"] <= TOLERANCE, (fmt, found[fmt])
+    session = onnx_session(tmp_path / "deploy.onnx")
+    assert run_onnx(session, torch.randn(1, 3, 96, 96)).shape == (1, 1000)  # batch and image side stay dynamic
+
+
+def test_int8_quantization_keeps_a_calibrated_model_close(tmp_path):
+    net = reparameterize_model(build_model(arch_config("a0", a=0.25, b=0.25, num_classes=10)).eval())
+    images = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    float_path = export_model(net, (3, 32, 32), tmp_path, formats=("onnx",))["onnx"]["file"]
+    int8 = quantize_int8(tmp_path / float_path, tmp_path / "int8.onnx", images, PtqSettings(batch_size=8))
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    a = run_onnx(onnx_session(tmp_path / float_path), images)
+    b = run_onnx(onnx_session(int8), images)
+    assert np.abs(a - b).max() / np.abs(a).max() < 0.2 and a.shape == b.shape
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("deploy") / "q"
+    proc = run("repvgg_search.train", *TINY, "quant.ptq=true", "quant.calib_images=64", "quant.speed=trial_size",
+               f"output_dir={out}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_a_trial_with_ptq_records_int8_top1_drop_and_speed(quantized: Path):
+    result = json.loads((quantized / "result.json").read_text())
+    q = result["quant"]
+    assert q["calib_images"] == 64 and q["per_channel"] and q["calibrate"] == "minmax"
+    assert q["float_top1"] == result["metrics"]["deploy_top1"]
+    assert q["drop"] == pytest.approx(q["float_top1"] - q["int8_top1"])
+    assert abs(q["float_onnx_top1"] - q["float_top1"]) <= 100 / q["val_images"]  # the same network, exported
+    assert q["int8_speed"]["runtime"] == q["float_speed"]["runtime"] == "onnxruntime"
+    assert q["int8_speed"]["precision"] == "int8" and q["float_speed"]["precision"] == "float"
+    assert q["int8_speedup"] == pytest.approx(q["int8_speed"]["images_per_s"] / q["float_speed"]["images_per_s"])
+    assert (quantized / q["files"]["int8"]).exists()
+    row = metric_table([result]).iloc[0]
+    assert row["int8_top1"] == q["int8_top1"] and row["quant_drop"] == q["drop"]
+
+
+@pytest.mark.slow
+def test_export_command_writes_the_files_and_the_record(quantized: Path):
+    proc = run("repvgg_search.deploy", str(quantized))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "onnx" in proc.stdout and "torch_export" in proc.stdout
+    export = json.loads((quantized / "result.json").read_text())["export"]
+    for fmt, name in (("onnx", "export/deploy.onnx"), ("torch_export", "export/deploy.pt2")):
+        assert export[fmt]["file"] == name and export[fmt]["passed"] and (quantized / name).exists()
+    assert export["versions"]["onnxruntime"] and export["form"] == "deploy"
+    program = torch.export.load(str(quantized / "export" / "deploy.pt2")).module()
+    assert program(torch.randn(5, 3, 32, 32)).shape == (5, 10)  # the batch stays dynamic
+
+
+@pytest.mark.slow
+def test_export_refuses_what_it_cannot_export(tmp_path, quantized: Path):
+    assert run("repvgg_search.deploy", str(tmp_path)).returncode == 2  # no trial record
+    proc = run("repvgg_search.deploy", str(quantized), "--format", "tflite")
+    assert proc.returncode == 2 and "invalid choice: 'tflite'" in proc.stderr
+    kept_nothing = tmp_path / "none"
+    done = run("repvgg_search.train", *TINY, "keep_checkpoint=none", f"output_dir={kept_nothing}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    proc = run("repvgg_search.deploy", str(kept_nothing))
+    assert proc.returncode == 2 and "keep_checkpoint=deploy or all" in proc.stderr, proc.stderr
+
+
+def _quant_record(tid: str, variant: str, seed: int, top1: float, int8: float) -> dict:
+    rec = example_record(tid, variant=variant, seed=seed, top1=top1)
+    rec["quant"] = {"int8_top1": int8, "drop": top1 - int8, "int8_speedup": 2.0}
+    return rec
+
+
+def test_quant_table_pairs_designs_with_full_and_shows_the_published_numbers():
+    rng = np.random.default_rng(0)
+    recs = []
+    for seed in range(4):
+        base = 90 + rng.normal()
+        recs.append(_quant_record(f"f{seed}", "full", seed, base, base - 20 - rng.normal() * 0.3))
+        recs.append(_quant_record(f"q{seed}", "qarepvgg", seed, base - 0.5, base - 1.5 - rng.normal() * 0.3))
+    table = quant_table(metric_table(recs)).set_index("variant")
+    assert list(table.index) == ["full", "qarepvgg"] and (table["n"] == 4).all()
+    q = table.loc["qarepvgg"]
+    assert q["drop verdict"] == "smaller drop" and q["INT8 verdict"] == "better" and q["drop Δ vs baseline"] < -15
+    full = table.loc["full"]
+    assert (full["reference float"], full["reference INT8"], full["reference source"]) == (72.4, 52.2, "qarepvgg")
+    assert full["reference drop"] == pytest.approx(20.2) and q["reference INT8"] == 70.4
+    assert pd.isna(q["reference drop"])  # the paper gives QARepVGG-A0's INT8 top1 only

@@ -1,0 +1,156 @@
+"""Faults: a killed driver rerun at once, a torn checkpoint, a pid written in a lock file, a diverging training, a
+second process for a running trial. Nothing is trained twice, nothing is stuck, no unrelated process is touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from repvgg_search import records
+from repvgg_search.config import CONF_DIR, register_configs
+from repvgg_search.trial import TrialInterrupted, run_trial, settings_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["model.a=0.25", "model.b=0.25", "tracking.mode=disabled", "speed=trial_size", "speed.rounds=1", "threads=1"]
+pytestmark = pytest.mark.slow
+
+
+def cmd(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.2)
+
+
+def epochs_of(trial_dir: Path) -> list[int]:
+    return [r["epoch"] for r in records.read_jsonl(trial_dir / records.METRICS)]
+
+
+def test_a_driver_killed_and_rerun_at_once_never_trains_a_trial_twice(tmp_path):
+    """kill -9 of the driver alone leaves its trial job training; the rerun's job for the same trial waits on the
+    trial's lock and then reports the finished result."""
+    folder = tmp_path / "s"
+    args = ["+sweep=ablation", "sweep.axes={variant:[full]}", "sweep.seeds=1", f"sweep.dir={folder}", *SMALL,
+            "train.epochs=8", "sweep.poll_s=0.2"]  # fmt: skip
+    driver = subprocess.Popen(cmd("repvgg_search.sweep", *args), cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: any(epochs_of(d) for d in folder.glob("trials/*")), 120, "the trial's first epoch")
+    driver.kill()  # SIGKILL: no handler runs, its job keeps training
+    driver.wait()
+    rerun = subprocess.run(cmd("repvgg_search.sweep", *args), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    (trial,) = folder.glob("trials/*")
+    assert epochs_of(trial) == list(range(1, 9)), "an epoch was trained twice (or lost)"
+    assert json.loads((trial / "result.json").read_text())["status"] == "completed"
+    assert len(records.read_jsonl(folder / "jobs.jsonl")) == 2  # the rerun's job adopted the result
+    job_logs = "".join(p.read_text(errors="replace") for p in folder.rglob("*_log.err"))
+    assert "waiting for it to end" in job_logs  # the rerun's job said why it waited
+
+
+def _settings(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return settings_from_config(compose("trial", overrides=[*SMALL, "train.epochs=3", *overrides]))
+
+
+def _interrupt_after(epoch: int):
+    def on_epoch(done: int, row: dict) -> None:
+        if done == epoch:
+            raise TrialInterrupted("test")
+
+    return on_epoch
+
+
+@pytest.mark.parametrize("both", [False, True], ids=["latest torn", "both torn"])
+def test_a_torn_checkpoint_falls_back_then_restarts(tmp_path, both):
+    settings, folder = _settings("keep_checkpoint=all"), tmp_path / "trial"  # keeps checkpoints/ once completed
+    with pytest.raises(TrialInterrupted):
+        run_trial(settings, folder, progress=False, on_epoch=_interrupt_after(2))  # 2 epochs done
+    (folder / "checkpoints" / "last.pt").write_bytes(os.urandom(3000))
+    if both:
+        (folder / "checkpoints" / "last.prev.pt").write_bytes(b"\x80\x02truncated")
+    result = run_trial(settings, folder, progress=False)
+    assert result["status"] == "completed" and epochs_of(folder) == [1, 2, 3]
+    assert result["resumes"] == ([] if both else [1])  # from the previous checkpoint: one epoch redone
+    log = (folder / "trial.log").read_text()
+    assert "checkpoints/last.pt cannot be used" in log and list((folder / "checkpoints").glob("last.pt.unusable-*"))
+
+
+def test_cancel_never_signals_a_pid_it_cannot_prove(tmp_path):
+    folder = tmp_path / "s"
+    plan = subprocess.run(cmd("repvgg_search.sweep", "+sweep=ablation", "sweep.seeds=1", f"sweep.dir={folder}",
+                              "sweep.dry_run=true", *SMALL), cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (folder / "driver.lock").write_text(f"{bystander.pid} {os.uname().nodename}\n")  # written, never locked
+        (folder / "driver.pid").write_text(f"{bystander.pid}\n")  # what an older version left behind
+        for action in ("status", "cancel"):
+            out = subprocess.run(cmd("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}",
+                                     f"sweep.action={action}"), cwd=REPO, capture_output=True, text=True)  # fmt: skip
+            assert out.returncode == 0, out.stderr[-2000:]
+        assert bystander.poll() is None, "an unrelated process was signalled"
+        assert "no driver running" in subprocess.run(
+            cmd("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", "sweep.action=status"),
+            cwd=REPO, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+    finally:
+        bystander.kill()
+
+
+def test_a_diverging_training_is_a_result(tmp_path):
+    out = tmp_path / "diverged"
+    proc = subprocess.run(cmd("repvgg_search.train", *SMALL, "train.epochs=3", "train.base_lr=1e9",
+                              f"output_dir={out}"), cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 1 and "diverged in epoch 1" in result["error"]
+    assert "speed" not in result and (out / "checkpoints" / "last.pt").exists()
+
+
+def test_a_second_process_never_trains_beside_the_first(tmp_path):
+    out = tmp_path / "busy"
+    first = subprocess.Popen(cmd("repvgg_search.train", *SMALL, "train.epochs=6", f"output_dir={out}"), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: bool(epochs_of(out)), 120, "the first process's first epoch")
+        second = subprocess.run(cmd("repvgg_search.train", *SMALL, "train.epochs=6", f"output_dir={out}"),
+                                cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert second.returncode == 5 and "trains this trial now" in second.stderr, second.stderr[-1500:]
+        assert first.wait(timeout=300) == 0
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGTERM)
+    assert epochs_of(out) == list(range(1, 7))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a real ENOSPC")
+def test_a_full_disk_is_named_in_one_line_and_the_traceback_kept(tmp_path):
+    """/dev/full answers every write with ENOSPC, as a full disk does: the metrics file is pointed at it after the
+    first epoch, so the second epoch's record cannot be written."""
+    settings, folder = _settings(), tmp_path / "trial"
+    metrics = folder / records.METRICS
+
+    def fill_disk(done: int, row: dict) -> None:
+        if done == 1:
+            metrics.unlink()
+            metrics.symlink_to("/dev/full")
+
+    with pytest.raises(OSError):
+        run_trial(settings, folder, progress=False, on_epoch=fill_disk)
+    result = json.loads((folder / "result.json").read_text())
+    assert result["status"] == "failed"
+    assert result["error"] == f"no space left on device writing {metrics} (OSError ENOSPC)"
+    assert "Traceback" in (folder / "trial.log").read_text()
