@@ -36,7 +36,10 @@ def main() -> None:
     ref = figures["deploy form", "eager"]["images_per_s"]
     print(f"{args.preset} on the CPU ({figures['deploy form', 'eager']['device_name']}), protocol {base.name}: "
           f"batch {base.batch_size}, 3x{base.input_size}x{base.input_size}, float32, "
-          f"{figures['deploy form', 'eager']['threads']} threads, median of {base.rounds} rounds")  # fmt: skip
+          f"{figures['deploy form', 'eager']['threads']} threads, median of {base.rounds} rounds; "
+          + ", ".join(f"{form} {runtime}: {'channels_last' if f.get('channels_last') else 'contiguous'}"
+                      for (form, runtime), f in figures.items() if runtime != "onnxruntime")
+          + " (onnxruntime takes NCHW input)")  # fmt: skip
     for (form, runtime), f in figures.items():
         print(f"  {form:<12} {runtime:<12} {f['images_per_s']:8.1f} images/s  spread {f['spread']:.2f}  "
               f"x{f['images_per_s'] / ref:.2f} vs deploy eager")  # fmt: skip

@@ -68,3 +68,6 @@ def test_every_entry_point_runs_from_another_directory(venv):
     assert (work / "report" / "report.html").exists() and (work / "report2" / "report.md").exists()
     assert "SWEEP_DIR" in run(venv, "repvgg-search-worker", "--help").stdout
     assert "SWEEP_DIR" in run(venv, "python", "-m", "repvgg_search.search", "--help").stdout
+    run(venv, "repvgg-export", "trial", "--format", "torch_export")
+    run(venv, "python", "-m", "repvgg_search.deploy", "trial", "--format", "onnx")
+    assert (work / "trial" / "export" / "deploy.pt2").exists() and (work / "trial" / "export" / "deploy.onnx").exists()

@@ -122,11 +122,12 @@ def _quiet() -> Iterator[None]:
     """onnxruntime's quantization tools log at INFO and warn about pre-processing: keep a trial's log readable."""
     import warnings
 
-    levels = {name: logging.getLogger(name).level for name in ("root", "onnxruntime")}
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logging.getLogger().setLevel(levels["root"])
+        root.setLevel(level)
