@@ -503,3 +503,15 @@ def test_online_path_against_recorded_response(monkeypatch: pytest.MonkeyPatch, 
     assert [w for _, w in res.skipped] == [
         "no schema_version: not a repvgg-search trial record (wandb run state: running)"
     ]
+
+
+def test_speeds_from_two_runtimes_are_never_mixed() -> None:
+    """One device and protocol, two runtimes (eager, onnxruntime): two setups, so separate fronts (issue 14)."""
+    records = [
+        example_record(f"t{i}", images_per_s=100.0 + i, top1=90.0 + i, speed={"protocol": "cpu", "runtime": runtime})
+        for i, runtime in enumerate(["eager", "onnxruntime", "eager", "onnxruntime"])
+    ]
+    fronts = [f for f in build_fronts(metric_table(records)) if f.axis.column == "images_per_s"]
+    assert len(fronts) == 2
+    by_runtime = {("onnxruntime" in f.setup): set(f.points["trial_id"]) for f in fronts}
+    assert by_runtime == {False: {"t0", "t2"}, True: {"t1", "t3"}}
