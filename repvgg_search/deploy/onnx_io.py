@@ -66,12 +66,3 @@ def run_onnx(session: Any, x: torch.Tensor | np.ndarray) -> np.ndarray:
 def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
     """max|reference - other| / max|reference| (the conversion gate's measure)."""
     return float(np.abs(reference - other).max() / max(float(np.abs(reference).max()), 1e-30))
-
-
-@torch.no_grad()
-def onnx_error(model: nn.Module, session: Any, x: torch.Tensor) -> float:
-    """How far the ONNX model's outputs are from the PyTorch model's (float32, CPU) on `x`, relative."""
-    import copy
-
-    net = copy.deepcopy(model).float().cpu().eval()
-    return relative_error(net(x.float().cpu()).numpy(), run_onnx(session, x))

@@ -20,7 +20,7 @@ from torch import nn
 from .. import records
 from ..devices import DeviceLock, cpu_cores, device_name, resolve_device
 from .protocols import SpeedProtocol
-from .speed import measure, measure_onnx
+from .speed import check_runtime, measure, measure_onnx
 
 
 def architecture_hash(model: nn.Module) -> str:
@@ -48,24 +48,27 @@ def speed_figure(
     *,
     side: int,
     in_channels: int = 3,
-    int8_onnx: Path | None = None,
+    onnx: Path | None = None,
+    precision: str = "float",
 ) -> dict[str, Any]:
     """The figure of `model` under `protocol` on `device`: from `cache` when it holds one, else measured with the
-    device to itself and written there. `source` says which (measured, cached). With `int8_onnx`, the figure is
-    that INT8 model's (of `model`'s architecture) in onnxruntime on the CPU, cached apart from the float one."""
+    device to itself and written there. `source` says which (measured, cached). `onnx`: an ONNX export of `model`
+    already on disk (a protocol with runtime onnxruntime), timed as it is instead of exporting again; with
+    `precision="int8"` it is the model's INT8 quantization, whose figure is cached apart from the float one."""
     dev = resolve_device(device)
-    key = figure_key(model, protocol, dev, side, "int8" if int8_onnx is not None else "float")
+    key = figure_key(model, protocol, dev, side, precision)
     path = Path(cache) / f"{key}.json" if cache is not None else None
     if path is not None and (found := _read(path)) is not None:
         return {**found, "source": "cached"}
     with DeviceLock(dev).exclusive():
         if path is not None and (found := _read(path)) is not None:  # measured while this process waited
             return {**found, "source": "cached"}
-        if int8_onnx is not None:
-            figure = measure_onnx(int8_onnx, protocol, side=side, in_channels=in_channels)
+        if onnx is not None:
+            check_runtime(protocol, dev)
+            figure = measure_onnx(onnx, protocol, side=side, in_channels=in_channels)
         else:
             figure = measure(model, protocol, dev, side=side, in_channels=in_channels)
-        figure["precision"] = "int8" if int8_onnx is not None else "float"
+        figure["precision"] = precision
         figure.update(key=key, arch_hash=architecture_hash(model), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if path is not None:
             records.write_json(path, figure)
