@@ -104,10 +104,15 @@ class Forms:
         return self.conversion.get("gate", {}).get("passed", True)
 
 
-def check_forms(model: nn.Module, loader, device: torch.device, arch: ArchConfig, amp: str, cfg: GateConfig) -> Forms:
-    """Evaluate the train form, convert, gate the conversion, and (when it passed) evaluate the deploy form and
-    measure the forms' agreement under the trial's precision `amp`."""
-    train_eval = evaluate(model, loader, device=device, amp=amp, keep=True)
+def check_forms(
+    model: nn.Module, loader, device: torch.device, arch: ArchConfig, amp: str, cfg: GateConfig,
+    train_eval: dict | None = None,
+) -> Forms:  # fmt: skip
+    """Evaluate the train form (unless `train_eval`, the same model's evaluation on `loader` under `amp` with
+    `keep=True`, is given), convert, gate the conversion, and (when it passed) evaluate the deploy form and measure
+    the forms' agreement under the trial's precision `amp`."""
+    if train_eval is None:
+        train_eval = evaluate(model, loader, device=device, amp=amp, keep=True)
     if not arch.reparameterizable:
         return Forms(train_eval, conversion={"converted": False, "reason": arch.variant.why_not_reparameterizable})
     deploy = reparameterize_model(model)

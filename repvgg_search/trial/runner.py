@@ -125,6 +125,7 @@ class _Trial:
         self.tracker: Tracker | None = None
         self.environment: dict[str, Any] = {}
         self.dist: DistInfo | None = None
+        self.final_eval: dict | None = None  # the last epoch's evaluation, reused by the end of the trial
 
     def run(self) -> dict[str, Any]:
         status, error, result = "failed", None, None
@@ -236,7 +237,7 @@ class _Trial:
         for epoch in range(self.epochs_done, self.s.train.epochs):
             with self.lock.shared():  # a speed measurement on this device waits for the epoch to end
                 stats, val = self._epoch(epoch)
-            self.epochs_done = epoch + 1
+            self.epochs_done, self.final_eval = epoch + 1, val
             row = {
                 "trial_id": self.s.trial_id,
                 "epoch": epoch + 1,
@@ -263,7 +264,8 @@ class _Trial:
             )  # fmt: skip
         except FloatingPointError as exc:  # a non-finite training loss
             raise Diverged(epoch + 1, str(exc)) from None
-        val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp)
+        last = epoch + 1 == s.train.epochs  # its predictions and margins serve the forms' agreement
+        val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp, keep=last)
         if not math.isfinite(val["loss"]) or not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise Diverged(epoch + 1, f"non-finite weights after the epoch (validation loss {val['loss']})")
         return stats, val
@@ -286,7 +288,9 @@ class _Trial:
         t = time.perf_counter()
         model = unwrap(self.model).eval()
         with self.lock.shared():
-            forms = check_forms(model, self.val_loader, self.device, self.s.arch, self.s.train.amp, self.s.gate)
+            forms = check_forms(
+                model, self.val_loader, self.device, self.s.arch, self.s.train.amp, self.s.gate, self.final_eval
+            )
         self.timings["eval_s"] = time.perf_counter() - t
         if not self.main:
             return {"trial_id": self.s.trial_id, "status": "completed", "rank": self.dist.rank}
