@@ -158,3 +158,17 @@ def test_report_pareto_set_is_the_searchs_own(tmp_path: Path) -> None:
     assert table["trial_id"].tolist() == expected["trial_id"].tolist()  # best top1 first, as pareto.csv
     assert "maximize top1, maximize images_per_s" in md
     assert "Hypervolume of top1 vs throughput (images/s) after each trial" in md  # progress: the same objectives
+
+
+def test_every_search_objective_has_a_report_column():
+    """The report values a study on its own objectives: each objective the search accepts has a metric-table
+    column, a direction and a unit (an INT8 search's report once failed with KeyError: 'int8_top1')."""
+    from repvgg_search.analysis.fronts import OBJECTIVE_COLUMNS, objective
+    from repvgg_search.analysis.tables import metric_table
+    from repvgg_search.search.settings import OBJECTIVES
+
+    assert set(OBJECTIVE_COLUMNS) == set(OBJECTIVES)
+    columns = set(metric_table([example_record("t0")]).columns)
+    for name, (direction, *_) in OBJECTIVES.items():
+        o = objective(name)
+        assert o.column in columns and o.maximize == (direction == "maximize") and o.unit, name

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from support import require, slurm_up
 
 from repvgg_search import records
+from repvgg_search.analysis.report import build_report
 from repvgg_search.config import CONF_DIR
 from repvgg_search.jobs.launchers import make_launcher
 from repvgg_search.search.collect import search_action
@@ -356,3 +357,5 @@ def test_a_search_on_int8_objectives(tmp_path):
     for t in trained:
         q = records.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")["quant"]
         assert t.values == [q["int8_top1"], q["int8_speed"]["images_per_s"]]
+    md = build_report(folder, tmp_path / "report").read_text()  # the width-search section on its own objectives
+    assert "INT8 top1" in md and "INT8 throughput" in md

@@ -151,25 +151,29 @@ class Objective:
     maximize: bool
 
 
-# Objective name -> the metric-table column of the same figure (OBJECTIVES says where a record holds each one).
+# Objective name -> the metric-table column of the same figure (OBJECTIVES says where a record holds each one);
+# an `int8_` objective shares its float twin's unit and scale. tests/test_analysis_pareto.py keeps both in step.
 OBJECTIVE_COLUMNS = {
     "top1": "top1",
     "images_per_s": "images_per_s",
     "latency_ms": "latency_ms",
     "macs": "deploy_macs",
     "params": "deploy_params",
+    "int8_top1": "int8_top1",
+    "int8_images_per_s": "int8_images_per_s",
 }
 LEGACY_OBJECTIVES = ("top1", "macs")  # records that name no objectives: top1 vs deploy GMACs, as reports used to
 
 
 def objective(name: str) -> Objective:
     """The display form of search objective `name` (direction from `OBJECTIVES`, unit and scale from `AXES`)."""
-    maximize = OBJECTIVES[name][0] == "maximize"
-    if name == "top1":
-        return Objective(name, "top1", "top1", "%", 1.0, 2, maximize)
-    axis = next(a for a in AXES if a.column == OBJECTIVE_COLUMNS[name])
-    label = "deploy GMACs" if name == "macs" else f"{axis.label} ({axis.unit})"
-    return Objective(name, axis.column, label, axis.unit, axis.scale, axis.digits, maximize)
+    maximize, column = OBJECTIVES[name][0] == "maximize", OBJECTIVE_COLUMNS[name]
+    int8 = "INT8 " if name.startswith("int8_") else ""
+    if column.endswith("top1"):
+        return Objective(name, column, f"{int8}top1", "%", 1.0, 2, maximize)
+    axis = next(a for a in AXES if a.column == column.removeprefix("int8_"))
+    label = "deploy GMACs" if name == "macs" else f"{int8}{axis.label} ({axis.unit})"
+    return Objective(name, column, label, axis.unit, axis.scale, axis.digits, maximize)
 
 
 @dataclass

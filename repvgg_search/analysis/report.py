@@ -254,6 +254,7 @@ def _search_table(front: SearchFront) -> Table:
     for o in front.objectives:
         table[o.label] = on[f"value_{o.name}"]
     others = [objective(n) for n in OBJECTIVE_COLUMNS if n not in {o.name for o in front.objectives}]
+    others = [o for o in others if on[o.column].notna().any()]  # e.g. INT8 figures exist only with quant.ptq
     for o in others:
         table[o.label] = on[o.column] * o.scale
     table["form"] = on["form"]
