@@ -34,6 +34,13 @@ def _export_submitit_env() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def process_rank() -> int:
+    """This process's global rank, known before any process group exists: torchrun's RANK, or a multi-task
+    submitit job's (SLURM or local executor; exported as RANK here); 0 for a single process."""
+    _export_submitit_env()
+    return int(os.environ.get("RANK", "0"))
+
+
 def _local_device(local_rank: int) -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")

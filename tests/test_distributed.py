@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,3 +109,27 @@ def test_a_single_process_is_not_distributed(monkeypatch):
     values = torch.tensor([1.0, 2.0])
     assert torch.equal(all_reduce_sum(values), values)
     cleanup()  # a no-op without a process group
+
+
+def test_rank_is_known_before_the_trial_lock_and_log(tmp_path):
+    """Task 1 of a two-task submitit job has no RANK until the package exports it: it must neither take the trial's
+    lock (rank 0 holds it for all ranks; taking it too would deadlock) nor write the trial's log."""
+    from repvgg_search.locks import holding
+    from repvgg_search.trial.folder import LOCK
+
+    env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
+    env.update(SUBMITIT_EXECUTOR="local", SUBMITIT_LOCAL_JOB_ID="7", SUBMITIT_LOCAL_NTASKS="2",
+               SUBMITIT_LOCAL_GLOBALID="1", SUBMITIT_LOCAL_LOCALID="1", SUBMITIT_LOCAL_NODEID="0",
+               SUBMITIT_LOCAL_JOB_NUM_NODES="1")  # fmt: skip
+    code = (
+        "import os, sys; from pathlib import Path\n"
+        "from repvgg_search.trial.folder import working_in, log_file\n"
+        "d = Path(sys.argv[1])\n"
+        "with working_in(d, wait=False), log_file(d / 'trial.log'):\n"
+        "    print('rank', os.environ['RANK'], 'inside')\n"
+    )
+    with holding(tmp_path / LOCK):  # rank 0 trains the trial
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "rank 1 inside" and not (tmp_path / "trial.log").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import records
+from ..distributed import process_rank
 from ..errors import BadInputError
 from ..locks import FileLock, LockBusy
 from .settings import TrialSettings
@@ -50,7 +51,7 @@ def claim_folder(trial_dir: Path, s: TrialSettings) -> dict[str, Any] | None:
 def working_in(trial_dir: Path, wait: bool) -> Iterator[None]:
     """Hold the trial's lock inside (rank 0 of a multi-process trial takes it for all ranks). Another process
     training it: wait for it to end (`wait`: then this one finds its result), or raise TrialBusy."""
-    if os.environ.get("RANK", "0") != "0":
+    if process_rank() != 0:
         yield
         return
     lock = FileLock(trial_dir / LOCK)
@@ -84,7 +85,7 @@ def trains_now(trial_dir: Path) -> bool:
 @contextlib.contextmanager
 def log_file(path: Path) -> Iterator[None]:
     """Copy this package's log lines into the trial folder (rank 0 only), whoever started the trial."""
-    if os.environ.get("RANK", "0") != "0":
+    if process_rank() != 0:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
