@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .data import MIN_IMAGE_SIZE, DataConfig, DataError, derive_seed, set_epoch, validate_data
 from .distributed import all_reduce_sum, average_buffers, unwrap
 from .errors import BadInputError
+from .jobs.progress import interactive
 
 AMP_MODES = ("none", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -210,8 +211,7 @@ def autocast(amp: str, device: torch.device):
 
 def want_progress() -> bool:
     """Whether to draw progress bars: a person is watching (stderr is a terminal), not a batch job, rank 0."""
-    batch_job = any(k in os.environ for k in ("SLURM_JOB_ID", "SUBMITIT_FOLDER", "SUBMITIT_EXECUTOR"))
-    return sys.stderr.isatty() and not batch_job and os.environ.get("RANK", "0") == "0"
+    return interactive() and os.environ.get("RANK", "0") == "0"
 
 
 def seed_epoch(seed: int, epoch: int) -> None:

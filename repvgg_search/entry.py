@@ -14,7 +14,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR
-from .errors import EXIT_BAD_INPUT, BadInputError
+from .errors import EXIT_BAD_INPUT, exit_on_bad_input
 
 
 def _check_run_dir(args: list[str]) -> None:
@@ -65,11 +65,7 @@ def hydra_entry(
         @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
         def app(cfg: DictConfig) -> None:
             started["task"] = True
-            try:
-                task(cfg)
-            except BadInputError as err:
-                print(f"error: {err}", file=sys.stderr)
-                sys.exit(EXIT_BAD_INPUT)
+            exit_on_bad_input(task)(cfg)
 
         @functools.wraps(task)
         def main() -> None:

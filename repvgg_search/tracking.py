@@ -132,9 +132,8 @@ def log_sweep_summary(
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    run_id = f"{name}-summary-{hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:8]}"
     run = wandb.init(
-        project=cfg.project, entity=cfg.entity, group=name, job_type="sweep-summary", id=run_id,
+        project=cfg.project, entity=cfg.entity, group=name, job_type="sweep-summary", id=run_id(f"{name}-summary", folder),
         name=f"{name} (summary)", config=config, dir=str(Path(folder).resolve()), mode=cfg.mode, resume="allow",
         settings=wandb.Settings(console="off", x_disable_stats=True),  # a short summary: nothing to watch
     )  # fmt: skip

@@ -399,12 +399,12 @@ def calibration_images(cfg: DataConfig, n: int, seed: int = 0) -> Tensor:
         images = _synthetic(cfg, cfg.num_classes or SYNTHETIC_DEFAULT_CLASSES)[0]
     else:
         images = None
-    total = len(images) if images is not None else len(_image_datasets(cfg, autoaugment=False)[0])
+        train_set = _image_datasets(cfg, autoaugment=False)[0]
+        train_set.transform = _transforms(cfg, autoaugment=False)[1]  # the evaluation transform
+    total = len(images) if images is not None else len(train_set)
     if not 1 <= n <= total:
         raise DataError(f"quant.calib_images={n} must be between 1 and the {total} training images")
     chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
     if images is not None:
         return images[chosen].float().cpu()
-    train_set = _image_datasets(cfg, autoaugment=False)[0]
-    train_set.transform = _transforms(cfg, autoaugment=False)[1]  # the evaluation transform
     return torch.stack([train_set[int(i)][0] for i in chosen])

@@ -15,8 +15,9 @@ from typing import Any
 
 import submitit
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from ..config import plain_dict
 from ..devices import cpu_cores
 from ..errors import BadInputError
 
@@ -263,10 +264,7 @@ def register_launchers() -> None:
 
 def launcher_config(cfg: DictConfig | dict | Any) -> Any:
     """The typed launcher config (a field foreign to the chosen launcher is refused, naming both)."""
-    if isinstance(cfg, DictConfig):
-        data = OmegaConf.to_container(cfg, resolve=True)
-    else:
-        data = dict(vars(cfg)) if hasattr(cfg, "__dataclass_fields__") else dict(cfg)
+    data = plain_dict(cfg)
     name = data.get("name")
     if name not in LAUNCHERS:
         raise LauncherError(f"launcher.name={name!r} is unknown; allowed: {', '.join(LAUNCHERS)}")

@@ -92,11 +92,10 @@ def run_trial(
     progress: bool | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     wait: bool = True,
-    locked: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume, or report) one trial in `trial_dir`; returns its result record.
 
-    Only one process trains a trial: this one takes the folder's lock (`locked`: the caller holds it), waiting
+    Only one process trains a trial: this one takes the folder's lock, waiting
     while another process trains it (`wait`; else TrialBusy), then reports that process's result if it finished.
     Raises `TrialInterrupted` after SIGTERM/SIGUSR2 (the checkpoint of the last finished epoch stays), and
     re-raises any failure after recording it (status `failed`, a one-line error; the traceback in trial.log).
@@ -105,7 +104,7 @@ def run_trial(
     """
     trial_dir = Path(trial_dir)
     claim_folder(trial_dir, s)  # refuses another trial's folder before waiting on anything
-    with contextlib.nullcontext() if locked else working_in(trial_dir, wait):
+    with working_in(trial_dir, wait):
         link_job_logs(trial_dir)
         done = claim_folder(trial_dir, s)
         if done is not None:
