@@ -150,3 +150,24 @@ def test_variant_fields_are_command_line_overrides():
     spec = settings_from_config(cfg).arch.variant
     assert spec == BlockSpec(name="full", bn=("3x3",), post_bn=True) and spec.label == "full+bn=[3x3],post_bn=true"
     assert spec.structure() == VARIANTS["qarepvgg"].structure()
+
+
+def test_a_registered_stage_block_kind_can_be_named_in_a_layout():
+    """`register_stage_block` is the extension point for a new kind of stage block: once registered, a layout may
+    name it, and the model builds and converts (here: a kind that builds the same blocks as `rep`)."""
+    from repvgg_search.models.repvgg import STAGE_BUILDERS, register_stage_block
+    from repvgg_search.models.variants import STAGE_BLOCKS
+
+    with pytest.raises(ArchError, match="allowed: rep, residual"):
+        BlockSpec(name="mine", layout=("rep", "rep", "rep", "mine_kind", "rep"))
+    try:
+        register_stage_block("mine_kind")(STAGE_BUILDERS["rep"])
+        spec = BlockSpec(name="mine", layout=("rep", "rep", "rep", "mine_kind", "rep"))
+        model = create_model("a0", variant=spec, num_classes=10, a=0.25, b=0.25).eval()
+        randomize_bn_(model, torch.Generator().manual_seed(0))
+        x = torch.randn(2, 3, 32, 32)
+        assert equivalence_error(model, reparameterize_model(model), x)["max_rel_error"] <= 1e-5
+    finally:
+        STAGE_BUILDERS.pop("mine_kind", None)
+        if "mine_kind" in STAGE_BLOCKS:
+            STAGE_BLOCKS.remove("mine_kind")

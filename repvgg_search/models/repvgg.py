@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .arch import ArchConfig
 from .blocks import RepBlock, ResidualBlock
 from .errors import NotReparameterizableError
+from .variants import STAGE_BLOCKS
 
 # Stage block kind (variant.layout) -> builder of one stage: (arch, its layers, their groups) -> blocks.
 StageBuilder = Callable[[ArchConfig, list[tuple[int, int, int]], list[int]], list[nn.Module]]
@@ -19,10 +20,12 @@ STAGE_BUILDERS: dict[str, StageBuilder] = {}
 
 
 def register_stage_block(kind: str) -> Callable[[StageBuilder], StageBuilder]:
-    """Register the builder of a stage block kind (a value of `variant.layout`)."""
+    """Register the builder of a stage block kind: from then on `variant.layout` may name it."""
 
     def add(builder: StageBuilder) -> StageBuilder:
         STAGE_BUILDERS[kind] = builder
+        if kind not in STAGE_BLOCKS:
+            STAGE_BLOCKS.append(kind)
         return builder
 
     return add

@@ -22,7 +22,9 @@ from .errors import ArchError
 BRANCHES = ("3x3", "1x1", "1x3", "3x1", "identity")  # in the order a block sums them
 CONV_BRANCHES = ("3x3", "1x1", "1x3", "3x1")
 KERNELS = ("plain", "dirac", "trivial")  # 3x3 kernel: W; diag(a) I + diag(b) W/||W|| (DiracNet); I + W
-STAGE_BLOCKS = ("rep", "residual")  # rep: one multi-branch block per layer; residual: 2-layer residual blocks
+# Stage block kinds a layout may name: rep (one multi-branch block per layer), residual (2-layer residual blocks),
+# and any kind added with models.repvgg.register_stage_block (which appends here: one list of names, one of builders).
+STAGE_BLOCKS = ["rep", "residual"]
 NUM_STAGES = 5
 VARIANT_DIR = Path(__file__).resolve().parents[1] / "conf" / "variant"
 METADATA = ("table", "description")  # describe a design; not part of what it computes
