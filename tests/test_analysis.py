@@ -515,3 +515,11 @@ def test_speeds_from_two_runtimes_are_never_mixed() -> None:
     assert len(fronts) == 2
     by_runtime = {("onnxruntime" in f.setup): set(f.points["trial_id"]) for f in fronts}
     assert by_runtime == {False: {"t0", "t2"}, True: {"t1", "t3"}}
+
+
+def test_report_of_a_one_seed_ablation_says_it_orders_nothing(tmp_path: Path) -> None:
+    """As summary.md does: with one seed per variant the report's ablation caption says no verdict is possible."""
+    records = [example_record(f"v{i}", variant=v, top1=97.0 + i, group="ablation") for i, v in
+               enumerate(["full", "no_1x1", "no_identity"])]  # fmt: skip
+    md = build_report(_write(tmp_path, records), tmp_path / "out").read_text()
+    assert "With one seed per variant: one seed: no verdict possible; the table orders nothing." in md

@@ -180,7 +180,7 @@ def _ablation_section(doc: Document, df: pd.DataFrame) -> None:
     tables = ablation_tables(df)
     if all(t.empty for t in tables.values()):
         return
-    doc.add(Heading(1, "Ablations"), Text(reference_caption()))
+    doc.add(Heading(1, "Ablations"), Text(reference_caption(tables=tables)))  # as summary.md: with the one-seed caution
     for name, t in tables.items():
         if not t.empty:
             doc.add(Heading(2, ABLATION_TITLES[name]), Table(t, digits=ABLATION_DIGITS))
