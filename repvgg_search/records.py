@@ -78,10 +78,11 @@ def previous(path: Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomically save a checkpoint (tensors and plain Python values only, so it loads with weights_only); the one
-    it replaces stays as `previous(path)` until the next save, so a torn or corrupted latest has a fallback."""
-    _atomic(Path(path), lambda f: torch.save(state, f), keep_previous=previous(Path(path)))
+def save_checkpoint(path: Path, state: dict, keep_previous: bool = True) -> None:
+    """Atomically save a checkpoint (tensors and plain Python values only, so it loads with weights_only); with
+    `keep_previous` the one it replaces stays as `previous(path)` until the next save, so a torn or corrupted latest
+    has a fallback (what a resume needs; final weights written once need none)."""
+    _atomic(Path(path), lambda f: torch.save(state, f), keep_previous=previous(Path(path)) if keep_previous else None)
 
 
 def load_checkpoint(path: Path) -> dict | None:

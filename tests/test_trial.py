@@ -176,6 +176,8 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
 @pytest.mark.slow
 def test_relu_in_branches_is_measured_in_train_form(tmp_path: Path):
     out = tmp_path / "r"
+    out.mkdir()
+    (out / "deploy.pt").write_bytes(b"left by a run that crashed after writing it")  # replaced, never kept as .prev
     proc = run_train(out, "variant=relu_in_branches", "train.epochs=1", "tracking.mode=disabled", "keep_checkpoint=all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
@@ -187,6 +189,7 @@ def test_relu_in_branches_is_measured_in_train_form(tmp_path: Path):
     assert ckpt["epochs_done"] == 1 and ckpt["trial_id"] == result["trial_id"]
     assert torch.load(out / "deploy.pt", weights_only=True).keys() == ckpt["model"].keys()
     assert not (out / "checkpoints" / "last.prev.pt").exists()  # the safety copy goes in every mode
+    assert not (out / "deploy.prev.pt").exists()  # final weights need no safety copy: keep_checkpoint=none removes all
     again = run_train(
         out, "variant=relu_in_branches", "train.epochs=1", "tracking.mode=disabled", "keep_checkpoint=none"
     )

@@ -305,7 +305,8 @@ class _Trial:
         if self.s.quant.ptq:
             result["quant"] = self._quantize(forms.deploy if forms.deploy is not None else model, result["metrics"])
         if self.s.keep_checkpoint != "none":  # the deploy form, or the train form where none exists
-            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, (forms.deploy or model).state_dict())
+            weights = (forms.deploy if forms.deploy is not None else model).state_dict()
+            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, weights, keep_previous=False)
         self.timings["total_s"] = time.perf_counter() - self.t0
         result = self._write_result({"status": "completed", **result, "weights": kept(self.s.keep_checkpoint)})
         self.tracker.summarize(result)
