@@ -82,9 +82,9 @@ class SearchSweep:
         print_plan(self.plan, self.resumed, self.study)
 
     def drive(self, detach: bool = False) -> dict[str, Any]:
-        """Start the workers, follow the study until they end (bounded), then collect."""
+        """Start the workers, follow the study until they end (bounded), then collect. The caller is the folder's
+        driver (`SweepFolder.acquire_driver`)."""
         plan, folder = self.plan, self.plan.sweep_folder
-        folder.acquire_driver()
         log = JobLog(folder.root / WORKERS_JSONL, "worker")
         pool = JobPool(self.launcher, folder.jobs_dir, log, poll_s=plan.poll_s, max_wait_h=self.spec.max_wait_h,
                        retries=self.spec.retries, per_job=1)  # fmt: skip
@@ -95,7 +95,6 @@ class SearchSweep:
                          show=lambda: self._show(progress, len(pool.active)), detach=detach)  # fmt: skip
         finally:
             progress.close()
-            folder.release_driver()
         if detach and self.launcher.queues_itself:
             print(f"submitted {plan.workers} workers; follow with sweep.action=status sweep.dir={folder.root}")
             return {"folder": plan.folder, "detached": True}

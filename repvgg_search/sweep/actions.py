@@ -31,7 +31,8 @@ def print_status(folder: SweepFolder) -> dict[str, Any]:
     for t in trials:
         last = subs.get(t.trial_id, [{}])[-1]
         axes = ", ".join(f"{k}={v}" for k, v in t.axes.items())
-        status = "stopped" if folder.stopped(t.trial_id) else folder.status(t.trial_id)  # `running`, process gone
+        status = folder.status(t.trial_id)
+        status = "stopped" if folder.stopped(t.trial_id, status) else status  # `running`, process gone
         status = "planned" if status == "missing" else status
         top1 = trial_top1(folder.trial_dir(t.trial_id))
         if top1 is not None and status == "completed" and (best is None or top1 > best[0]):

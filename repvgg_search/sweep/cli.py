@@ -51,11 +51,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.sweep.dry_run:
         return sweep.dry_run()
     folder.acquire_driver()  # a second driver on a busy folder is refused here, before it prints or submits
-    sweep.prepare()
-    if cfg.sweep.detach and launcher.background_driver and not actions.in_background():
-        folder.release_driver()  # the background driver takes it
-        return actions.detach_local(folder)
-    return sweep.drive(detach=cfg.sweep.detach)
+    try:
+        sweep.prepare()
+        if cfg.sweep.detach and launcher.background_driver and not actions.in_background():
+            folder.release_driver()  # the background driver takes it
+            return actions.detach_local(folder)
+        return sweep.drive(detach=cfg.sweep.detach)
+    finally:
+        folder.release_driver()
 
 
 def validate(cfg: DictConfig) -> list[PlannedTrial]:

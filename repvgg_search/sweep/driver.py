@@ -28,7 +28,7 @@ def count_states(folder: SweepFolder, trials: list[PlannedTrial], active: set[st
         key = {"completed": "done", "infeasible": "done"}.get(status, status)
         if status == "missing" or (status == "interrupted" and active and t.trial_id in active):
             key = "pending"
-        elif status == "running" and not (active and t.trial_id in active) and folder.stopped(t.trial_id):
+        elif status == "running" and not (active and t.trial_id in active) and folder.stopped(t.trial_id, status):
             key = "stopped"  # its record says running, but no process holds the trial: it died
         counts[key] = counts.get(key, 0) + 1
     return counts
@@ -74,9 +74,9 @@ class GridSweep:
         self.print_plan()
 
     def drive(self, detach: bool = False) -> dict[str, Any]:
-        """Run the trials that still need to run; collect when every job has ended."""
+        """Run the trials that still need to run; collect when every job has ended. The caller is the folder's
+        driver (`SweepFolder.acquire_driver`)."""
         folder = self.folder
-        folder.acquire_driver()
         attempts = {tid: len(subs) for tid, subs in folder.submissions().items()}
         pool = JobPool(self.launcher, folder.jobs_dir, folder.job_log, poll_s=self.spec.poll_s,
                        max_wait_h=self.spec.max_wait_h, retries=self.spec.retries, attempts=attempts)  # fmt: skip
@@ -98,7 +98,6 @@ class GridSweep:
                          done=lambda tid: folder.status(tid) in TERMINAL, detach=detach)  # fmt: skip
         finally:
             progress.close()
-            folder.release_driver()
         if detach and self.launcher.queues_itself:
             print(f"submitted; follow with sweep.action=status sweep.dir={folder.root}")
             return {"folder": str(folder.root), "detached": True}

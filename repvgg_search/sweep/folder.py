@@ -127,9 +127,11 @@ class SweepFolder:
             return "unreadable"
         return result.get("status", "missing") if result else "missing"
 
-    def stopped(self, trial_id: str) -> bool:
-        """Whether the trial's record says `running` but no process holds its lock: its process died."""
-        return self.status(trial_id) == "running" and not trains_now(self.trial_dir(trial_id))
+    def stopped(self, trial_id: str, status: str | None = None) -> bool:
+        """Whether the trial's record says `running` (`status`: its status, already read) but no process holds its
+        lock: its process died."""
+        status = self.status(trial_id) if status is None else status
+        return status == "running" and not trains_now(self.trial_dir(trial_id))
 
     @property
     def speed_dir(self) -> Path:
