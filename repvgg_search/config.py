@@ -38,14 +38,14 @@ class ModelConfig:
 
 def _mutable_schema(spec: type, schema_name: str, doc: str, **defaults: Any) -> type:
     """A Hydra schema for a frozen dataclass: the same fields and defaults (or `defaults`), tuples as lists."""
-    fields = []
+    fields, hints = [], typing.get_type_hints(spec)
     for f in dataclasses.fields(spec):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         default = defaults.get(f.name, default)
         if isinstance(default, tuple):
             fields.append((f.name, list[str], field(default_factory=lambda d=default: list(d))))
         else:
-            fields.append((f.name, typing.get_type_hints(spec)[f.name], field(default=default)))
+            fields.append((f.name, hints[f.name], field(default=default)))
     return dataclasses.make_dataclass(schema_name, fields, namespace={"__doc__": doc})
 
 

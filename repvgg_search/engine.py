@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .data import MIN_IMAGE_SIZE, DataConfig, DataError, derive_seed, set_epoch, validate_data
 from .distributed import all_reduce_sum, average_buffers, unwrap
-from .errors import BadInputError
+from .errors import BadInputError, check_int
 from .jobs.progress import interactive
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -85,9 +85,9 @@ def validate_train(
     """
     if not isinstance(cfg.name, str) or not cfg.name:
         raise TrainConfigError(f"train.name={cfg.name!r} must be a non-empty string")
-    _int_at_least(cfg.epochs, "train.epochs", 1)
-    _int_at_least(cfg.base_batch_size, "train.base_batch_size", 1)
-    _int_at_least(cfg.log_interval, "train.log_interval", 0)
+    check_int(cfg.epochs, "train.epochs", 1, error=TrainConfigError)
+    check_int(cfg.base_batch_size, "train.base_batch_size", 1, error=TrainConfigError)
+    check_int(cfg.log_interval, "train.log_interval", 0, error=TrainConfigError)
     _number_in(cfg.base_lr, "train.base_lr", "> 0", lambda v: v > 0)
     _number_in(cfg.momentum, "train.momentum", "in [0, 1)", lambda v: 0 <= v < 1)
     _number_in(cfg.weight_decay, "train.weight_decay", ">= 0", lambda v: v >= 0)
@@ -103,11 +103,6 @@ def validate_train(
     _check_amp(cfg.amp, device)
     if data_cfg is not None:
         validate_data(data_cfg)
-
-
-def _int_at_least(value, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TrainConfigError(f"{key}={value!r} must be an integer >= {minimum}")
 
 
 def _number_in(value, key: str, allowed: str, ok: Callable[[float], bool]) -> None:
@@ -391,12 +386,13 @@ def evaluate(
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = net(x).float()
+            pred = out.argmax(1)
             sums[0] += F.cross_entropy(out, y, reduction="sum")
-            sums[1] += (out.argmax(1) == y).sum()
+            sums[1] += (pred == y).sum()
             sums[2] += y.shape[0]
             if keep:
                 top2 = out.topk(min(2, out.shape[1]), dim=1).values
-                preds.append(out.argmax(1).cpu())
+                preds.append(pred.cpu())
                 margins.append((top2[:, 0] - top2[:, -1]).cpu())
     net.train(was_training)
     loss_sum, correct, total = (all_reduce_sum(sums) if reduce else sums).tolist()

@@ -28,3 +28,9 @@ def exit_on_bad_input(run: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(EXIT_BAD_INPUT)
 
     return wrapper
+
+
+def check_int(value: Any, key: str, minimum: int, note: str = "", error: type[BadInputError] = BadInputError) -> None:
+    """Refuse `value` (as `error`, naming `key`) unless it is an integer, not a bool, and >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise error(f"{key}={value!r} must be an integer >= {minimum}" + (f" ({note})" if note else ""))

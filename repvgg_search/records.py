@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import BadInputError
+from .schema import lookup  # noqa: F401 (records.lookup: the one nested lookup, torch-free in schema)
 
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
@@ -167,13 +168,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def lookup(record: Any, keys: tuple[str, ...]) -> Any:
-    """`record[k0][k1]...`, or None where a key is missing or a level is not a dict."""
-    for k in keys:
-        record = record.get(k) if isinstance(record, dict) else None
-    return record
 
 
 def git_commit(repo: Path | None = None) -> str | None:

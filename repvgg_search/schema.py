@@ -63,3 +63,10 @@ def record_header(
         "seed": seed,
         "config": config,
     }
+
+
+def lookup(record: Any, keys: tuple[str, ...]) -> Any:
+    """`record[k0][k1]...`, or None where a key is missing or a level is not a dict."""
+    for k in keys:
+        record = record.get(k) if isinstance(record, dict) else None
+    return record

@@ -185,11 +185,6 @@ class SearchFront:
     recorded: bool  # False: the records name no objectives, so LEGACY_OBJECTIVES over completed candidates
     points: pd.DataFrame  # the study's rows plus `value_<objective>` (display units), `candidate` and `pareto`
 
-    @property
-    def maximize(self) -> list[bool]:
-        """Per objective: whether larger is better."""
-        return [o.maximize for o in self.objectives]
-
 
 def search_front(study: str, part: pd.DataFrame, results: Sequence[Mapping[str, Any]]) -> SearchFront:
     """The Pareto set of one study: `part` holds its metric-table rows, `results` their records (same order).

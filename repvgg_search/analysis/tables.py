@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..schema import lookup
+
 ID_COLUMNS = ["trial_id", "status", "group", "preset", "variant", "seed", "data", "epochs"]
 METRIC_COLUMNS = ["top1", "deploy_top1", "train_top1", "loss"]
 SIZE_COLUMNS = ["deploy_macs", "deploy_params", "train_macs", "train_params", "macs_input"]
@@ -30,15 +32,6 @@ COLUMNS = [
 ]
 
 INTEGER_COLUMNS = ["seed", "epochs", "groups", "threads", "batch_size", "search_number"]
-
-
-def _get(d: Any, *keys: str) -> Any:
-    """Nested lookup that tolerates missing keys and null sub-objects."""
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
 
 
 def _dims(size: Any) -> str | None:
@@ -68,29 +61,29 @@ def speed_setup(speed: dict[str, Any] | None) -> str | None:
 
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
     arch, sp, cx, search = rec.get("arch") or {}, rec.get("speed") or {}, rec.get("complexity") or {}, rec.get("search")
-    converted = _get(rec, "conversion", "converted")
+    converted = lookup(rec, ("conversion", "converted"))
     train_form = converted is False or sp.get("form") == "train"
     return {
         "trial_id": rec.get("trial_id"),
         "status": rec.get("status"),
         "group": rec.get("group"),
-        "preset": arch.get("preset") or _get(rec, "config", "model", "name"),
-        "variant": arch.get("variant") or _get(rec, "config", "variant", "name"),
-        "seed": rec.get("seed", _get(rec, "config", "seed")),
-        "data": _get(rec, "config", "data", "name"),
-        "epochs": _get(rec, "metrics", "epochs") or _get(rec, "config", "train", "epochs"),
-        **{k: _get(rec, "metrics", k) for k in ("top1", "deploy_top1", "train_top1", "loss")},
-        "deploy_macs": _get(cx, "deploy", "macs"),
-        "deploy_params": _get(cx, "deploy", "params"),
-        "train_macs": _get(cx, "train", "macs"),
-        "train_params": _get(cx, "train", "params"),
+        "preset": arch.get("preset") or lookup(rec, ("config", "model", "name")),
+        "variant": arch.get("variant") or lookup(rec, ("config", "variant", "name")),
+        "seed": rec.get("seed", lookup(rec, ("config", "seed"))),
+        "data": lookup(rec, ("config", "data", "name")),
+        "epochs": lookup(rec, ("metrics", "epochs")) or lookup(rec, ("config", "train", "epochs")),
+        **{k: lookup(rec, ("metrics", k)) for k in ("top1", "deploy_top1", "train_top1", "loss")},
+        "deploy_macs": lookup(cx, ("deploy", "macs")),
+        "deploy_params": lookup(cx, ("deploy", "params")),
+        "train_macs": lookup(cx, ("train", "macs")),
+        "train_params": lookup(cx, ("train", "params")),
         "macs_input": _dims(cx.get("input_size")),
         **{k: sp.get(k) for k in ("images_per_s", "latency_ms", "latency_ms_iqr", "device", "device_name")},
         **{k: sp.get(k) for k in ("threads", "batch_size", "dtype")},
         "speed_form": sp.get("form"),
         "form": "train" if train_form else "deploy",
         "converted": converted,
-        "max_abs_error": _get(rec, "conversion", "max_abs_error"),
+        "max_abs_error": lookup(rec, ("conversion", "max_abs_error")),
         "speed_input": _dims(sp.get("input_size")),
         "speed_setup": speed_setup(sp),
         **{k: arch.get(k) for k in ("a", "b", "groups", "use_se")},
@@ -99,8 +92,8 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         **_search_cols(search),
         **_quant_cols(rec.get("quant") or {}),
         "error": rec.get("error"),
-        "origin": _get(rec, "_origin", "kind"),
-        "where": _get(rec, "_origin", "where"),
+        "origin": lookup(rec, ("_origin", "kind")),
+        "where": lookup(rec, ("_origin", "where")),
         "source": rec.get("_source"),
     }
 
@@ -109,8 +102,8 @@ def _quant_cols(q: dict[str, Any]) -> dict[str, Any]:
     return {
         "int8_top1": q.get("int8_top1"),
         "quant_drop": q.get("drop"),
-        "int8_images_per_s": _get(q, "int8_speed", "images_per_s"),
-        "float_ort_images_per_s": _get(q, "float_speed", "images_per_s"),
+        "int8_images_per_s": lookup(q, ("int8_speed", "images_per_s")),
+        "float_ort_images_per_s": lookup(q, ("float_speed", "images_per_s")),
         "int8_speedup": q.get("int8_speedup"),
     }
 

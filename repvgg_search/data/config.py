@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadInputError
+from ..errors import BadInputError, check_int
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "synthetic")
 SYNTHETIC_DEFAULT_CLASSES = 10
@@ -76,24 +76,30 @@ def validate_data(cfg: DataConfig) -> None:
     """Raise `DataError` naming the field and its allowed values, without loading any data."""
     if cfg.name not in DATASETS:
         raise DataError(f"data.name={cfg.name!r} is unknown; allowed: {', '.join(DATASETS)}")
-    _check_int(cfg.image_size, "data.image_size", MIN_IMAGE_SIZE, "the network halves the resolution in 5 stages")
+    check_int(
+        cfg.image_size,
+        "data.image_size",
+        MIN_IMAGE_SIZE,
+        "the network halves the resolution in 5 stages",
+        error=DataError,
+    )
     if cfg.image_size % MIN_IMAGE_SIZE:
         raise DataError(
             f"data.image_size={cfg.image_size} must be a multiple of {MIN_IMAGE_SIZE}: the five stride-2 stages halve "
             f"it five times (e.g. {cfg.image_size // MIN_IMAGE_SIZE * MIN_IMAGE_SIZE or MIN_IMAGE_SIZE} or "
             f"{(cfg.image_size // MIN_IMAGE_SIZE + 1) * MIN_IMAGE_SIZE})"
         )
-    _check_int(cfg.batch_size, "data.batch_size", 1)
+    check_int(cfg.batch_size, "data.batch_size", 1, error=DataError)
     if cfg.eval_batch_size is not None:
-        _check_int(cfg.eval_batch_size, "data.eval_batch_size", 1, "or null for 2 * data.batch_size")
-    _check_int(cfg.num_workers, "data.num_workers", 0)
-    _check_int(cfg.translate, "data.translate", 0, "pixels; 0 turns augmentation off")
+        check_int(cfg.eval_batch_size, "data.eval_batch_size", 1, "or null for 2 * data.batch_size", error=DataError)
+    check_int(cfg.num_workers, "data.num_workers", 0, error=DataError)
+    check_int(cfg.translate, "data.translate", 0, "pixels; 0 turns augmentation off", error=DataError)
     if not 0.01 <= cfg.val_fraction <= 0.9:
         raise DataError(f"data.val_fraction={cfg.val_fraction!r} must be in [0.01, 0.9]")
     _check_num_classes(cfg)
     if cfg.name == "synthetic":
-        _check_int(cfg.synthetic_train_size, "data.synthetic_train_size", 1)
-        _check_int(cfg.synthetic_val_size, "data.synthetic_val_size", 1)
+        check_int(cfg.synthetic_train_size, "data.synthetic_train_size", 1, error=DataError)
+        check_int(cfg.synthetic_val_size, "data.synthetic_val_size", 1, error=DataError)
     elif cfg.name in CIFAR_DIRS:
         _check_cifar_root(cfg)
     elif cfg.name == "imagenet":
@@ -131,16 +137,10 @@ def expected_num_classes(cfg: DataConfig) -> int:
     return sum(1 for p in Path(cfg.root, "train").iterdir() if p.is_dir())
 
 
-def _check_int(value, key: str, minimum: int, note: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        extra = f" ({note})" if note else ""
-        raise DataError(f"{key}={value!r} must be an integer >= {minimum}{extra}")
-
-
 def _check_num_classes(cfg: DataConfig) -> None:
     if cfg.num_classes is None:
         return
-    _check_int(cfg.num_classes, "data.num_classes", 1, "or null for the data set's own")
+    check_int(cfg.num_classes, "data.num_classes", 1, "or null for the data set's own", error=DataError)
     native = NATIVE_CLASSES.get(cfg.name)
     if native is not None and cfg.num_classes != native:
         raise DataError(f"data.num_classes={cfg.num_classes} but {cfg.name} has {native} classes; use null or {native}")

@@ -46,7 +46,7 @@ def export_onnx(model: nn.Module, input_size: tuple[int, int, int], path: Path, 
     return path
 
 
-def onnx_session(path: Path | bytes, threads: int | None = None) -> Any:
+def onnx_session(path: Path, threads: int | None = None) -> Any:
     """An onnxruntime CPU session with `threads` intra-op threads (null: every core this process may use)."""
     import onnxruntime as ort
 
@@ -54,8 +54,7 @@ def onnx_session(path: Path | bytes, threads: int | None = None) -> Any:
     options.intra_op_num_threads = threads or cpu_cores()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
-    source = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(session: Any, x: torch.Tensor | np.ndarray) -> np.ndarray:

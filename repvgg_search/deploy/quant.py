@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, check_int
 from ..records import EXPORT_DIR
 from .onnx_io import INPUT, export_onnx, onnx_session, run_onnx
 
@@ -44,8 +44,7 @@ class PtqSettings:
 
 
 def validate_quant(calib_images: int, calibrate: str) -> None:
-    if isinstance(calib_images, bool) or not isinstance(calib_images, int) or calib_images < 1:
-        raise QuantError(f"quant.calib_images={calib_images!r} must be an integer >= 1")
+    check_int(calib_images, "quant.calib_images", 1, error=QuantError)
     if calibrate not in CALIBRATIONS:
         raise QuantError(f"quant.calibrate={calibrate!r} is unknown; allowed: {', '.join(CALIBRATIONS)}")
 

@@ -32,8 +32,9 @@ def load_state_dict(model: nn.Module, source: str | Path | Mapping[str, torch.Te
             break
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise BadInputError(f"{where} holds no weights (a mapping of names to tensors expected)")
-    _check_fits(model, strip_prefix(state), where, strict)
-    model.load_state_dict(strip_prefix(state), strict=strict)
+    state = strip_prefix(state)
+    _check_fits(model, state, where, strict)
+    model.load_state_dict(state, strict=strict)
     return model
 
 

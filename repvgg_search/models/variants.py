@@ -202,8 +202,8 @@ def variant_spec(value: str | Mapping[str, Any] | BlockSpec) -> BlockSpec:
         raise ArchError(f"unknown variant field(s) {unknown}; allowed: {', '.join(allowed)}")
     name = fields.get("name", "full")
     spec = BlockSpec(**{**(VARIANTS[name].to_config() if name in VARIANTS else {}), **fields})
-    same = [n for n, v in VARIANTS.items() if v.structure() == spec.structure()]
-    if name not in VARIANTS and same:
+    same = [] if name in VARIANTS else [n for n, v in VARIANTS.items() if v.structure() == spec.structure()]
+    if same:
         raise ArchError(
             f"unknown variant {name!r}; allowed: {', '.join(VARIANTS)}. (A new block design needs fields of its "
             f"own: as given, it computes what {same[0]!r} computes.)"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import BadInputError
+from ..errors import BadInputError, check_int
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 RUNTIMES = ("eager", "compile", "onnxruntime")  # PyTorch eager | torch.compile (inductor) | onnxruntime CPU
@@ -76,13 +76,13 @@ class SpeedProtocol:
 
 def _validate(p: SpeedProtocol) -> None:
     for key in ("batch_size", "iters", "rounds"):
-        _int_at_least(getattr(p, key), key, 1)
+        check_int(getattr(p, key), f"speed.{key}", 1, error=SpeedError)
     for key in ("warmup", "retries"):
-        _int_at_least(getattr(p, key), key, 0)
+        check_int(getattr(p, key), f"speed.{key}", 0, error=SpeedError)
     if p.threads is not None:
-        _int_at_least(p.threads, "threads", 1)
+        check_int(p.threads, "speed.threads", 1, error=SpeedError)
     if p.input_size is not None:
-        _int_at_least(p.input_size, "input_size", 32, "five stride-2 stages need at least 32 px; or null")
+        check_int(p.input_size, "speed.input_size", 32, "five stride-2 stages need at least 32 px; or null", SpeedError)
     if p.dtype not in DTYPES:
         raise SpeedError(f"speed.dtype={p.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
     if p.runtime not in RUNTIMES:
@@ -93,11 +93,6 @@ def _validate(p: SpeedProtocol) -> None:
     for key in ("tf32", "cudnn_benchmark"):
         if not isinstance(getattr(p, key), bool):
             raise SpeedError(f"speed.{key}={getattr(p, key)!r} must be true or false")
-
-
-def _int_at_least(value: Any, key: str, minimum: int, note: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpeedError(f"speed.{key}={value!r} must be an integer >= {minimum}" + (f" ({note})" if note else ""))
 
 
 def _load() -> dict[str, SpeedProtocol]:

@@ -19,22 +19,17 @@ from ..config import GateConfig
 from ..devices import cuda_flags
 from ..distributed import all_reduce_sum
 from ..engine import evaluate
-from ..errors import BadInputError
+from ..errors import BadInputError, check_int
 from ..models import ArchConfig, reparameterize_model
 
 GATE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MAX_EXAMPLES = 20  # differing images listed in the record (all are counted)
 
 
-class ConversionGateError(RuntimeError):
-    """The deploy form's logits differ from the train form's beyond the gate's bound: the conversion is wrong."""
-
-
 def validate_gate(cfg: GateConfig) -> None:
     if cfg.dtype not in GATE_DTYPES:
         raise BadInputError(f"gate.dtype={cfg.dtype!r} is not allowed; allowed: {', '.join(GATE_DTYPES)}")
-    if not isinstance(cfg.images, int) or isinstance(cfg.images, bool) or cfg.images < 1:
-        raise BadInputError(f"gate.images={cfg.images!r} must be an integer >= 1")
+    check_int(cfg.images, "gate.images", 1)
     if not cfg.max_rel_error > 0:
         raise BadInputError(f"gate.max_rel_error={cfg.max_rel_error!r} must be > 0")
 
