@@ -55,7 +55,9 @@ def test_a_presets_deploy_form_exports_within_1e5(preset, tmp_path):
 
 
 def test_int8_quantization_keeps_a_calibrated_model_close(tmp_path):
-    net = reparameterize_model(build_model(arch_config("a0", a=0.25, b=0.25, num_classes=10)).eval())
+    # seeded weights: unseeded, they came from whatever the global generator held after earlier tests (the error
+    # ranges over about 0.07 to 0.22 across initializations; this test must not depend on the test order)
+    net = reparameterize_model(build_model(arch_config("a0", a=0.25, b=0.25, num_classes=10), seed=0).eval())
     images = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     float_path = export_model(net, (3, 32, 32), tmp_path, formats=("onnx",))["onnx"]["file"]
     int8 = quantize_int8(tmp_path / float_path, tmp_path / "int8.onnx", images, PtqSettings(batch_size=8))
