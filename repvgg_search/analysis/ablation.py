@@ -26,7 +26,7 @@ def ablation_tables(df: pd.DataFrame, baseline: str = "full") -> dict[str, pd.Da
     for (preset, data), part in plain[plain["variant"].isin(known)].groupby(
         ["preset", "data"], dropna=False, sort=True
     ):
-        compared = _comparisons(part, baseline)
+        compared = compare_variants(part, baseline)
         for table, table_rows in rows.items():
             for v in table_variants(table):
                 trials = part[part["variant"] == v]
@@ -56,8 +56,8 @@ def _seed_cells(trials: pd.DataFrame) -> dict[str, Any]:
         "n": ci["n"],
         "top1 mean": ci["mean"],
         "top1 std": ci["std"],
-        "top1 95% CI": _interval(ci["ci_low"], ci["ci_high"]),
-        "seeds": ",".join(str(s) for s in done["seed"].dropna().sort_values()),
+        "top1 95% CI": interval(ci["ci_low"], ci["ci_high"]),
+        "seeds": seed_list(done),
         "left out": len(trials) - len(done),
         "deploy GMACs": done["deploy_macs"].mean() / 1e9 if len(done) else None,
         "form": "/".join(forms) or None,
@@ -65,19 +65,26 @@ def _seed_cells(trials: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _interval(low: Any, high: Any, signed: bool = False) -> str | None:
+def seed_list(trials: pd.DataFrame) -> str:
+    """The seeds behind a table row, sorted: `0,1,2`."""
+    return ",".join(str(s) for s in trials["seed"].dropna().sort_values())
+
+
+def interval(low: Any, high: Any, signed: bool = False) -> str | None:
+    """A 95% interval as table text (`94.64 .. 98.86`; `signed`: `-1.51 .. +1.69`), None when it has no bounds."""
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return None
     return f"{low:+.2f} .. {high:+.2f}" if signed else f"{low:.2f} .. {high:.2f}"
 
 
-def _comparisons(part: pd.DataFrame, baseline: str) -> pd.DataFrame | None:
-    """Every variant against the baseline, paired by seed, Holm-corrected together; None without a baseline."""
+def compare_variants(part: pd.DataFrame, baseline: str, value: str = "top1", paper: bool = True) -> pd.DataFrame | None:
+    """Every variant of `part`'s completed trials against the baseline on `value`, paired by seed, Holm-corrected
+    together, with the paper's difference beside each (`paper`), indexed by variant; None without a baseline."""
     done = _done(part)
     if baseline not in set(done["variant"]):
         return None
-    paper = {v: paper_diff(v, baseline) for v in done["variant"].unique()}
-    return paired_comparisons(done, by="variant", baseline=baseline, paper=paper).set_index("variant")
+    diffs = {v: paper_diff(v, baseline) for v in done["variant"].unique()} if paper else None
+    return paired_comparisons(done, by="variant", baseline=baseline, value=value, paper=diffs).set_index("variant")
 
 
 VERSUS = ["Δ vs baseline", "Δ 95% CI", "p Holm", "verdict", "seeds for ±0.5", "reference Δ", "direction"]
@@ -92,7 +99,7 @@ def _versus(compared: pd.DataFrame | None, variant: str, baseline: str) -> dict[
     c = compared.loc[variant]
     return {
         "Δ vs baseline": c["mean_diff"],
-        "Δ 95% CI": _interval(c["ci_low"], c["ci_high"], signed=True),
+        "Δ 95% CI": interval(c["ci_low"], c["ci_high"], signed=True),
         "p Holm": c["p_holm"],
         "verdict": c["verdict"],
         "seeds for ±0.5": int(c["seeds_needed"]) if pd.notna(c["seeds_needed"]) else None,

@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
+from .ablation import compare_variants, interval, seed_list
 from .reference import paper_reference
-from .stats import ALPHA, mean_ci, paired_comparisons
+from .stats import ALPHA, mean_ci
 from .tables import to_markdown
 
 QUANT_TITLE = "INT8 post-training quantization: top1 and drop (float minus INT8) per block design"
@@ -26,9 +27,8 @@ def quant_table(df: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
     rows = []
     for (preset, data), part in done.groupby(["preset", "data"], dropna=False, sort=True):
         part = part.assign(neg_drop=-part["quant_drop"])
-        has_base = baseline in set(part["variant"])
-        by_int8 = _compare(part, baseline, "int8_top1") if has_base else None
-        by_drop = _compare(part, baseline, "neg_drop") if has_base else None
+        by_int8 = compare_variants(part, baseline, "int8_top1", paper=False)
+        by_drop = compare_variants(part, baseline, "neg_drop", paper=False)
         for variant in sorted(part["variant"].unique(), key=lambda v: (v != baseline, v != "qarepvgg", v)):
             trials = part[part["variant"] == variant]
             head = {"preset": preset, "data": data, "variant": variant}
@@ -36,21 +36,16 @@ def quant_table(df: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _compare(part: pd.DataFrame, baseline: str, value: str) -> pd.DataFrame:
-    return paired_comparisons(part, by="variant", baseline=baseline, value=value).set_index("variant")
-
-
 def _cells(trials: pd.DataFrame) -> dict[str, Any]:
     drop = mean_ci(trials["quant_drop"])
-    interval = f"{drop['ci_low']:+.2f} .. {drop['ci_high']:+.2f}" if drop["ci_low"] is not None else None
     return {
         "n": drop["n"],
-        "seeds": ",".join(str(s) for s in trials["seed"].dropna().sort_values()),
+        "seeds": seed_list(trials),
         "float top1": trials["deploy_top1"].fillna(trials["top1"]).mean(),
         "INT8 top1": trials["int8_top1"].mean(),
         "drop": drop["mean"],
         "drop std": drop["std"],
-        "drop 95% CI": interval,
+        "drop 95% CI": interval(drop["ci_low"], drop["ci_high"], signed=True),
         "INT8 speedup": trials["int8_speedup"].mean() if trials["int8_speedup"].notna().any() else None,
     }
 

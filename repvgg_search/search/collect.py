@@ -42,10 +42,13 @@ def searched_trials(folder: SweepFolder) -> list[tuple[str, dict[str, Any]]]:
     )
 
 
-def pareto_table(folder: SweepFolder, objectives: list[str]) -> pd.DataFrame:
-    """The trained, feasible trials no other one beats on every objective, best first on the first objective."""
+def pareto_table(
+    folder: SweepFolder, objectives: list[str], trials: list[tuple[str, dict[str, Any]]] | None = None
+) -> pd.DataFrame:
+    """The trained, feasible trials no other one beats on every objective, best first on the first objective
+    (`trials`: `searched_trials(folder)`, when the caller has read them already)."""
     rows = []
-    for tid, r in searched_trials(folder):
+    for tid, r in searched_trials(folder) if trials is None else trials:
         search = r.get("search") or {}
         if search_candidate(r):  # the report's rule too: its Pareto set is this one
             rows.append(_pareto_row(tid, r, search, objectives))
@@ -86,7 +89,7 @@ def collect_search(folder: SweepFolder) -> dict[str, Any]:
         [PlannedTrial(tid, r.get("config") or {}, records.lookup(r, ("search", "params")) or {}) for tid, r in trials]
     )
     summary = write_results(folder) if trials else {"folder": str(folder.root), "trials": 0}
-    front = pareto_table(folder, objectives)
+    front = pareto_table(folder, objectives, trials)
     front.to_csv(folder.root / "pareto.csv", index=False)
     print(f"Pareto set ({', '.join(f'{OBJECTIVES[o][0]} {o}' for o in objectives)}; feasible trained trials):")
     print(to_markdown(front, {"deploy_gmacs": 3, "deploy_mparams": 2, "a": 3, "b": 3}) if len(front) else "_(none)_")

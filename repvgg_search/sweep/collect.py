@@ -8,14 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis.ablation import ablation_markdown, paper_diff
+from ..analysis.ablation import ablation_markdown, compare_variants
 from ..analysis.quant import quant_markdown
-from ..analysis.stats import group_stats, paired_comparisons
+from ..analysis.stats import group_stats
 from ..analysis.tables import metric_table, to_markdown
 from ..config import TrackingConfig
 from ..schema import MAC_CONVENTION
 from ..tracking import log_sweep_summary
-from .folder import SweepFolder
+from .folder import PlannedTrial, SweepFolder
 
 RESULT_COLUMNS = [
     "trial_id", "variant", "seed", "status", "top1", "deploy_top1", "deploy_macs", "deploy_params",
@@ -24,13 +24,14 @@ RESULT_COLUMNS = [
 ]  # fmt: skip
 
 
-def results_table(folder: SweepFolder) -> pd.DataFrame:
+def results_table(
+    planned: list[PlannedTrial], results: dict[str, dict | None], definition: dict[str, Any]
+) -> pd.DataFrame:
     """One row per planned trial (trials with no record yet have status `missing`), its axis values as columns,
     and `paired_diff`: its top1 minus the baseline's of the same seed and other axis values."""
-    planned = folder.planned()
     records = []
     for t in planned:
-        result = folder.result(t.trial_id) or {"trial_id": t.trial_id, "status": "missing", "config": t.config}
+        result = dict(results[t.trial_id] or {"trial_id": t.trial_id, "status": "missing", "config": t.config})
         result.setdefault("seed", t.config.get("seed"))
         result.setdefault("tags", [t.config.get("model", {}).get("name"), t.config.get("variant", {}).get("name")])
         records.append(result)
@@ -40,13 +41,13 @@ def results_table(folder: SweepFolder) -> pd.DataFrame:
             df.at[idx, "variant"] = t.config.get("variant", {}).get("name")
         if pd.isna(df.at[idx, "preset"]):
             df.at[idx, "preset"] = t.config.get("model", {}).get("name")
-    grid = (folder.read_definition() or {}).get("kind", "grid") == "grid"
+    grid = definition.get("kind", "grid") == "grid"
     axes = [a for a in _axis_columns(planned) if a not in RESULT_COLUMNS] if grid else []  # a search's are columns
     for path in axes:
         df[path] = [t.axes.get(path) for t in planned]
     df = df[[*[c for c in RESULT_COLUMNS if c in df.columns], *axes]]
     if grid:
-        df = _with_paired_diff(df, _baseline(folder), _pair_keys(axes))
+        df = _with_paired_diff(df, _baseline(definition), _pair_keys(axes))
     df.attrs["axes"], df.attrs["grid"] = axes, grid
     return df
 
@@ -61,8 +62,8 @@ def _pair_keys(axes: list[str]) -> list[str]:
     return ["preset", "seed", *axes]
 
 
-def _baseline(folder: SweepFolder) -> str:
-    return (folder.read_definition() or {}).get("baseline") or "full"
+def _baseline(definition: dict[str, Any]) -> str:
+    return definition.get("baseline") or "full"
 
 
 def _with_paired_diff(df: pd.DataFrame, baseline: str, keys: list[str]) -> pd.DataFrame:
@@ -81,9 +82,8 @@ def statistics_tables(df: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd
     groups = [group_stats(done, by).rename(columns={by: "value"}).assign(axis=by) for by in ["variant", *axes]]
     comparisons = []
     for key, part in done.groupby(["preset", *axes], dropna=False, sort=False) if len(done) else []:
-        if baseline in set(part["variant"]):
-            paper = {v: paper_diff(v, baseline) for v in part["variant"].unique()}
-            found = paired_comparisons(part, by="variant", baseline=baseline, paper=paper)
+        if (found := compare_variants(part, baseline)) is not None:
+            found = found.reset_index()
             comparisons.append(found.assign(**dict(zip(["preset", *axes], key if isinstance(key, tuple) else (key,)))))
     return (
         pd.concat(groups, ignore_index=True) if groups else pd.DataFrame(),
@@ -91,19 +91,20 @@ def statistics_tables(df: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd
     )
 
 
-def summary_markdown(folder: SweepFolder, df: pd.DataFrame) -> str:
-    """Counts, the ablation tables grouped like the paper's Tables 6 and 7, and the failed trials' errors."""
-    definition = folder.read_definition() or {}
+def summary_markdown(
+    folder: SweepFolder, df: pd.DataFrame, definition: dict[str, Any], records: list[dict[str, Any]]
+) -> str:
+    """Counts, the ablation tables grouped like the paper's Tables 6 and 7, and the failed trials' errors;
+    `records` are the completed trials' records."""
     counts = df["status"].value_counts().to_dict()
     lines = [f"# Sweep {definition.get('name')} ({folder.root})", ""]
     lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f" (of {len(df)} trials)")
-    records = [r for t in folder.planned() if (r := folder.result(t.trial_id)) and r.get("status") == "completed"]
     if records:
         table = metric_table(records)
-        tables = ablation_markdown(table, _baseline(folder))
+        tables = ablation_markdown(table, _baseline(definition))
         lines += ["", speed_line(records), f"MACs: {MAC_CONVENTION}, at 3x224x224.", ""]
         lines.append(tables or _grid_table(df))
-        if quant := quant_markdown(table, _baseline(folder)):
+        if quant := quant_markdown(table, _baseline(definition)):
             lines += ["", quant]
         lines += _axis_tables(df)
     failed = df[df["status"].isin(["failed", "cancelled", "interrupted"])]
@@ -131,9 +132,10 @@ def speed_line(records: list[dict[str, Any]]) -> str:
     )
 
 
-def _mirror(folder: SweepFolder, df: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+def _mirror(
+    folder: SweepFolder, planned: list[PlannedTrial], definition: dict[str, Any], tables: dict[str, pd.DataFrame]
+) -> None:
     """The sweep's summary run in wandb (tables and verdicts); offline runs: how to upload them."""
-    planned = folder.planned()
     if not planned:
         return
     tracking = TrackingConfig(**(planned[0].config.get("tracking") or {}))
@@ -143,9 +145,8 @@ def _mirror(folder: SweepFolder, df: pd.DataFrame, tables: dict[str, pd.DataFram
         if comparisons is not None and len(comparisons)
         else {}
     )
-    definition = folder.read_definition() or {}
     run_dir = log_sweep_summary(tracking, name=str(definition.get("name")), folder=folder.root, config=definition,
-                                tables=tables, summary={"trials": len(df), **verdicts})  # fmt: skip
+                                tables=tables, summary={"trials": len(tables["results"]), **verdicts})  # fmt: skip
     if run_dir and tracking.mode == "offline":
         print(
             f"wandb (offline): upload this sweep's runs with `wandb sync {folder.root.resolve()}/trials/*/wandb/offline-run-* {run_dir}`"
@@ -168,15 +169,19 @@ def _grid_table(df: pd.DataFrame) -> str:
 
 
 def write_results(folder: SweepFolder) -> dict[str, Any]:
-    """results.csv, groups.csv, comparisons.csv and summary.md; prints the summary; returns the counts."""
-    df = results_table(folder)
+    """results.csv, groups.csv, comparisons.csv and summary.md; prints the summary; returns the counts. The
+    folder's definition, plan and records are read once."""
+    definition, planned = folder.read_definition() or {}, folder.planned()
+    results = {t.trial_id: folder.result(t.trial_id) for t in planned}
+    df = results_table(planned, results, definition)
     df.to_csv(folder.root / "results.csv", index=False)
-    groups, comparisons = statistics_tables(df, _baseline(folder)) if df.attrs["grid"] else (None, None)
+    groups, comparisons = statistics_tables(df, _baseline(definition)) if df.attrs["grid"] else (None, None)
     if df.attrs["grid"]:  # a width search's candidates are compared by their Pareto set and EDF instead
         groups.to_csv(folder.root / "groups.csv", index=False)
         comparisons.to_csv(folder.root / "comparisons.csv", index=False)
-    summary = summary_markdown(folder, df)
+    completed = [r for r in results.values() if r and r.get("status") == "completed"]
+    summary = summary_markdown(folder, df, definition, completed)
     (folder.root / "summary.md").write_text(summary)
     print(summary)
-    _mirror(folder, df, {"results": df, "groups": groups, "comparisons": comparisons})
+    _mirror(folder, planned, definition, {"results": df, "groups": groups, "comparisons": comparisons})
     return {"folder": str(folder.root), **df["status"].value_counts().to_dict(), "trials": len(df)}
