@@ -86,3 +86,14 @@ def test_progress_lines_show_elapsed_time_and_eta(capsys, monkeypatch):
         "[sweep demo] pending 4  done 0  elapsed 30s",
         "[sweep demo] pending 3  done 1  elapsed 1m30s  ETA 4m30s",
     ]
+
+
+def test_debug_jobs_keep_distinct_ids_within_a_run(tmp_path):
+    """submitit names a debug job after its submission's id(), which CPython reuses once the object is freed: the
+    launcher keeps its jobs so that the job log never gives two jobs of one run the same id."""
+    launcher = make_launcher({"name": "debug"})
+    log = JobLog(tmp_path / "jobs.jsonl", "trial_id")
+    pool = JobPool(launcher, tmp_path / "jobs", log, poll_s=0.01, max_wait_h=0.01, retries=0)
+    keys = [str(i) for i in range(8)]
+    assert pool.run(keys, Work, lambda key, job, state: False)
+    assert len({r["job_id"] for r in log.rows()}) == len(keys)

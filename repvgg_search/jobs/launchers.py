@@ -242,6 +242,18 @@ class DebugLauncher(Launcher):
     name = "debug"
     inline = True
 
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.kept: list[submitit.Job] = []
+
+    def submit(self, folder: Path, fns: list[Callable[[], Any]]) -> list[submitit.Job]:
+        # submitit names a debug job DEBUG_<id() of its submission>; CPython hands a freed object's id to the next
+        # one, so the jobs stay referenced for the launcher's life and no two jobs of one run share an id (job log
+        # rows, log files)
+        jobs = super().submit(folder, fns)
+        self.kept += jobs
+        return jobs
+
     def executor(self, folder: Path) -> submitit.Executor:
         return submitit.DebugExecutor(folder=folder)
 
