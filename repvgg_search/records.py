@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import BadInputError
 from .schema import lookup  # noqa: F401 (records.lookup: the one nested lookup, torch-free in schema)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
@@ -57,6 +60,16 @@ def _naming(exc: OSError, path: Path) -> OSError:
 def write_json(path: Path, data: Any) -> None:
     """Atomically write `data` as indented JSON (non-finite floats become null)."""
     _atomic(Path(path), lambda f: f.write((json.dumps(_finite(data), indent=1) + "\n").encode()))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write `text` (UTF-8): a summary or table a reader may open while a driver rewrites it."""
+    _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    """Atomically write `df` as CSV without its index."""
+    write_text(path, df.to_csv(index=False))
 
 
 class RecordError(BadInputError):

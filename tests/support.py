@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +38,22 @@ def require_gpu(count: int = 1) -> None:
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if visible < count:
         pytest.skip(f"needs {count} CUDA device(s); {visible} visible")
+
+
+def held_epochs_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of trial processes whose epochs `hold_epochs(tmp_path)` can hold: their own device locks."""
+    return {**os.environ, "REPVGG_LOCK_DIR": str(tmp_path / "device-locks")}
+
+
+@contextlib.contextmanager
+def hold_epochs(tmp_path: Path) -> Iterator[None]:
+    """Hold the CPU's device lock as a speed measurement does: the epoch in progress of every trial started with
+    `held_epochs_env(tmp_path)` ends, and none starts a new one until this exits. A test that needs a trial still
+    training while something else happens holds it here instead of racing its remaining epochs."""
+    import torch
+
+    from repvgg_search.devices import DeviceLock
+
+    (tmp_path / "device-locks").mkdir(exist_ok=True)
+    with DeviceLock(torch.device("cpu"), tmp_path / "device-locks").exclusive():
+        yield

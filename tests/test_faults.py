@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from support import held_epochs_env, hold_epochs
 
 from repvgg_search import records
 from repvgg_search.config import CONF_DIR, register_configs
@@ -41,22 +42,29 @@ def epochs_of(trial_dir: Path) -> list[int]:
 def test_a_driver_killed_and_rerun_at_once_never_trains_a_trial_twice(tmp_path):
     """kill -9 of the driver alone leaves its trial job training; the rerun's job for the same trial waits on the
     trial's lock and then reports the finished result."""
-    folder = tmp_path / "s"
+    folder, env = tmp_path / "s", held_epochs_env(tmp_path)
     args = ["+sweep=ablation", "sweep.axes={variant:[full]}", "sweep.seeds=1", f"sweep.dir={folder}", *SMALL,
             "train.epochs=8", "sweep.poll_s=0.2"]  # fmt: skip
-    driver = subprocess.Popen(cmd("repvgg_search.sweep", *args), cwd=REPO, stdout=subprocess.DEVNULL,
+    driver = subprocess.Popen(cmd("repvgg_search.sweep", *args), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
     wait_for(lambda: any(epochs_of(d) for d in folder.glob("trials/*")), 120, "the trial's first epoch")
     driver.kill()  # SIGKILL: no handler runs, its job keeps training
     driver.wait()
-    rerun = subprocess.run(cmd("repvgg_search.sweep", *args), cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    with hold_epochs(tmp_path), open(tmp_path / "rerun.log", "w") as log:  # the orphaned job stays mid-training
+        rerun = subprocess.Popen(cmd("repvgg_search.sweep", *args), cwd=REPO, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for(lambda: "waiting for it to end" in job_logs(folder) or rerun.poll() is not None, 300,
+                 "the rerun's job to find the trial in training")  # fmt: skip
+    assert rerun.wait(timeout=600) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
     (trial,) = folder.glob("trials/*")
     assert epochs_of(trial) == list(range(1, 9)), "an epoch was trained twice (or lost)"
     assert json.loads((trial / "result.json").read_text())["status"] == "completed"
     assert len(records.read_jsonl(folder / "jobs.jsonl")) == 2  # the rerun's job adopted the result
-    job_logs = "".join(p.read_text(errors="replace") for p in folder.rglob("*_log.err"))
-    assert "waiting for it to end" in job_logs  # the rerun's job said why it waited
+    assert "waiting for it to end" in job_logs(folder)  # the rerun's job said why it waited
+
+
+def job_logs(folder: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*_log.err"))
 
 
 def _settings(*overrides: str):
@@ -93,7 +101,7 @@ def test_cancel_never_signals_a_pid_it_cannot_prove(tmp_path):
     plan = subprocess.run(cmd("repvgg_search.sweep", "+sweep=ablation", "sweep.seeds=1", f"sweep.dir={folder}",
                               "sweep.dry_run=true", *SMALL), cwd=REPO, capture_output=True, text=True)  # fmt: skip
     assert plan.returncode == 0, plan.stderr[-2000:]
-    bystander = subprocess.Popen(["sleep", "60"])
+    bystander = subprocess.Popen(["sleep", "3600"])
     try:
         (folder / "driver.lock").write_text(f"{bystander.pid} {os.uname().nodename}\n")  # written, never locked
         (folder / "driver.pid").write_text(f"{bystander.pid}\n")  # what an older version left behind
@@ -121,13 +129,14 @@ def test_a_diverging_training_is_a_result(tmp_path):
 
 
 def test_a_second_process_never_trains_beside_the_first(tmp_path):
-    out = tmp_path / "busy"
+    out, env = tmp_path / "busy", held_epochs_env(tmp_path)
     first = subprocess.Popen(cmd("repvgg_search.train", *SMALL, "train.epochs=6", f"output_dir={out}"), cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_for(lambda: bool(epochs_of(out)), 120, "the first process's first epoch")
-        second = subprocess.run(cmd("repvgg_search.train", *SMALL, "train.epochs=6", f"output_dir={out}"),
-                                cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+        with hold_epochs(tmp_path):  # the first process stays mid-training while the second one starts
+            second = subprocess.run(cmd("repvgg_search.train", *SMALL, "train.epochs=6", f"output_dir={out}"),
+                                    cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert second.returncode == 5 and "trains this trial now" in second.stderr, second.stderr[-1500:]
         assert first.wait(timeout=300) == 0
     finally:
@@ -154,3 +163,26 @@ def test_a_full_disk_is_named_in_one_line_and_the_traceback_kept(tmp_path):
     assert result["status"] == "failed"
     assert result["error"] == f"no space left on device writing {metrics} (OSError ENOSPC)"
     assert "Traceback" in (folder / "trial.log").read_text()
+
+
+def test_tables_are_replaced_whole_while_read(tmp_path, monkeypatch):
+    """results.csv, summary.md and pareto.csv are rewritten by every collect while users read them: a reader that
+    opened the table keeps the whole previous one, and a write that fails (a full disk) leaves it in place."""
+    import pandas as pd
+
+    path = tmp_path / "results.csv"
+    records.write_csv(path, pd.DataFrame({"trial_id": ["a", "b"], "top1": [0.9, 0.8]}))
+    before = path.read_text()
+    with open(path) as reader:  # a rewrite in place would truncate the file under this reader
+        records.write_csv(path, pd.DataFrame({"trial_id": ["c"], "top1": [0.7]}))
+        assert reader.read() == before
+    assert pd.read_csv(path)["trial_id"].tolist() == ["c"]
+    after = path.read_text()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left on device.*results.csv"):
+        records.write_text(path, "torn")
+    assert path.read_text() == after and sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

@@ -60,7 +60,9 @@ def test_measure_records_rounds_spread_and_what_changes_the_figure():
     assert speed["protocol"] == "quick" and len(speed["rounds_images_per_s"]) == 3
     assert speed["images_per_s"] == pytest.approx(sorted(speed["rounds_images_per_s"])[1], rel=1e-9)  # the median
     assert speed["spread"] == pytest.approx(max(speed["rounds_images_per_s"]) / min(speed["rounds_images_per_s"]))
-    assert speed["reliable"] and speed["attempts"] == 1
+    # whether a round stalled is the machine's business (rounds of ~1 ms on a shared 2-core machine): the record
+    # must only say it consistently
+    assert speed["reliable"] == (speed["spread"] <= QUICK.max_spread) and speed["attempts"] >= 1
     for key in ("batch_size", "input_size", "dtype", "channels_last", "threads", "torch", "device_name", "host"):
         assert speed[key] is not None, key
     assert speed["tf32"] is None and set(speed["layout_probe"]) == {"contiguous", "channels_last"}  # CPU; auto layout
@@ -115,32 +117,30 @@ import sys, time, torch
 from repvgg_search.devices import DeviceLock
 lock = DeviceLock(torch.device("cpu"), sys.argv[1])
 with getattr(lock, sys.argv[2])():
-    print("held", flush=True)
+    print(time.monotonic(), flush=True)
     time.sleep(float(sys.argv[3]))
 """
 
 
-def _hold(folder: Path, mode: str, seconds: float) -> subprocess.Popen:
+def _hold(folder: Path, mode: str, seconds: float) -> tuple[subprocess.Popen, float]:
+    """Another process holding the lock for `seconds`; when it took it (the machine-wide monotonic clock)."""
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), mode, str(seconds)], stdout=subprocess.PIPE,
                             text=True)  # fmt: skip
-    assert proc.stdout.readline().strip() == "held"
-    return proc
+    return proc, float(proc.stdout.readline())
 
 
 def test_timing_waits_for_an_epoch_in_progress_and_epochs_wait_for_timing(tmp_path):
     lock = DeviceLock(CPU, tmp_path)
-    trainer = _hold(tmp_path, "shared", 1.5)  # an epoch in another process
-    t0 = time.monotonic()
+    trainer, since = _hold(tmp_path, "shared", 1.5)  # an epoch in another process
     with lock.exclusive():
-        waited = time.monotonic() - t0
+        held_for = time.monotonic() - since
     trainer.wait()
-    assert waited > 1.0
-    timer = _hold(tmp_path, "exclusive", 1.5)  # a measurement in another process
-    t0 = time.monotonic()
+    assert held_for >= 1.5  # only once the other process let go, however late this one asked
+    timer, since = _hold(tmp_path, "exclusive", 1.5)  # a measurement in another process
     with lock.shared():
-        waited = time.monotonic() - t0
+        held_for = time.monotonic() - since
     timer.wait()
-    assert waited > 1.0
+    assert held_for >= 1.5
     with lock.shared(), DeviceLock(CPU, tmp_path).shared():  # epochs run beside each other
         pass
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import held_epochs_env, hold_epochs
 
 from repvgg_search import records, tracking
 from repvgg_search.data import digits_split
@@ -150,13 +151,14 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     out = tmp_path / "interrupted"
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = {**held_epochs_env(tmp_path), "WANDB_MODE": "offline"}
     proc = subprocess.Popen(train_cmd(out, *overrides), cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not records.read_jsonl(out / "metrics.jsonl") and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    with hold_epochs(tmp_path):  # no third epoch can end before the signal arrives
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "interrupted" in err, err[-2000:]
     assert json.loads((out / "result.json").read_text())["status"] == "interrupted"
     done = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"]
@@ -236,7 +238,7 @@ def test_trial_id_depends_on_results_not_on_paths():
 def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
     """torchrun with two CPU processes: DDP over gloo, rank 0 records, evaluation covers the whole split."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "repvgg_search.train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "repvgg_search.train",
            *SMALL, "train.epochs=1", "tracking.mode=offline", f"output_dir={out}"]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
@@ -275,15 +277,16 @@ def test_the_same_command_line_twice_resumes(tmp_path: Path):
     default folder, outputs/trials/<preset>-<variant>-s<seed>-<trial id>, and resumes there."""
     command = [sys.executable, "-m", "repvgg_search.train", "model.a=0.25", "model.b=0.25", "train.epochs=3",
                "threads=1", "tracking.mode=disabled", "speed=trial_size", "speed.rounds=1"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**held_epochs_env(tmp_path), "PYTHONPATH": str(REPO)}
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not any(
         map(records.read_jsonl, tmp_path.glob("outputs/trials/*/metrics.jsonl"))
     ):
         time.sleep(0.2)
-    first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=120)
+    with hold_epochs(tmp_path):  # no third epoch can end before the signal arrives
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
     assert first.returncode == 3 and "rerun the same command to resume in outputs/trials/a0-full-s0-" in err, err
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]

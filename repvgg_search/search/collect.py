@@ -90,7 +90,7 @@ def collect_search(folder: SweepFolder) -> dict[str, Any]:
     )
     summary = write_results(folder) if trials else {"folder": str(folder.root), "trials": 0}
     front = pareto_table(folder, objectives, trials)
-    front.to_csv(folder.root / "pareto.csv", index=False)
+    records.write_csv(folder.root / "pareto.csv", front)
     print(f"Pareto set ({', '.join(f'{OBJECTIVES[o][0]} {o}' for o in objectives)}; feasible trained trials):")
     print(to_markdown(front, {"deploy_gmacs": 3, "deploy_mparams": 2, "a": 3, "b": 3}) if len(front) else "_(none)_")
     kinds = Counter(records.lookup(r, ("search", "kind")) for _, r in trials)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import records
 from ..analysis.ablation import ablation_markdown, compare_variants
 from ..analysis.quant import quant_markdown
 from ..analysis.stats import group_stats
@@ -174,14 +175,14 @@ def write_results(folder: SweepFolder) -> dict[str, Any]:
     definition, planned = folder.read_definition() or {}, folder.planned()
     results = {t.trial_id: folder.result(t.trial_id) for t in planned}
     df = results_table(planned, results, definition)
-    df.to_csv(folder.root / "results.csv", index=False)
+    records.write_csv(folder.root / "results.csv", df)
     groups, comparisons = statistics_tables(df, _baseline(definition)) if df.attrs["grid"] else (None, None)
     if df.attrs["grid"]:  # a width search's candidates are compared by their Pareto set and EDF instead
-        groups.to_csv(folder.root / "groups.csv", index=False)
-        comparisons.to_csv(folder.root / "comparisons.csv", index=False)
+        records.write_csv(folder.root / "groups.csv", groups)
+        records.write_csv(folder.root / "comparisons.csv", comparisons)
     completed = [r for r in results.values() if r and r.get("status") == "completed"]
     summary = summary_markdown(folder, df, definition, completed)
-    (folder.root / "summary.md").write_text(summary)
+    records.write_text(folder.root / "summary.md", summary)
     print(summary)
     _mirror(folder, planned, definition, {"results": df, "groups": groups, "comparisons": comparisons})
     return {"folder": str(folder.root), **df["status"].value_counts().to_dict(), "trials": len(df)}
