@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import records
 from ..errors import BadInputError
 from . import plots
 from .ablation import ABLATION_DIGITS, ABLATION_TITLES, ablation_tables, reference_caption
@@ -91,10 +92,10 @@ def _build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
     _width_search_section(doc, df, loaded.records, outdir)
     _paper_section(doc, fronts, outdir)
     files = [outdir / b.png for b in doc.blocks if isinstance(b, Figure)]
-    (outdir / "report.md").write_text(render_markdown(doc), encoding="utf-8")
-    (outdir / "report.html").write_text(render_html(doc), encoding="utf-8")
-    df.drop(columns="hover").to_csv(outdir / "trials.csv", index=False)
-    pd.DataFrame(loaded.skipped, columns=["where", "why"]).to_csv(outdir / "skipped.csv", index=False)
+    records.write_text(outdir / "report.md", render_markdown(doc))
+    records.write_text(outdir / "report.html", render_html(doc))
+    records.write_csv(outdir / "trials.csv", df.drop(columns="hover"))
+    records.write_csv(outdir / "skipped.csv", pd.DataFrame(loaded.skipped, columns=["where", "why"]))
     files += [outdir / n for n in ("report.md", "report.html", "trials.csv", "skipped.csv")]
     return Outputs(outdir, files, loaded, left)
 

@@ -220,7 +220,7 @@ def write_config(trial_dir: Path, config: dict[str, Any]) -> None:
     driver writes it when collecting, as its only writer)."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     if not (trial_dir / records.CONFIG).exists():
-        (trial_dir / records.CONFIG).write_text(OmegaConf.to_yaml(config))
+        records.write_text(trial_dir / records.CONFIG, OmegaConf.to_yaml(config))
 
 
 @contextlib.contextmanager

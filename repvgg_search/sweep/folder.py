@@ -100,7 +100,7 @@ class SweepFolder:
             folder.mkdir(parents=True, exist_ok=True)
             config_path = folder / records.CONFIG
             if not config_path.exists():
-                config_path.write_text(yaml.dump(t.config, Dumper=_DUMPER, sort_keys=False))
+                records.write_text(config_path, yaml.dump(t.config, Dumper=_DUMPER, sort_keys=False))
         plan = records.read_json(self.root / PLAN) or {}
         plan.update({t.trial_id: t.axes for t in trials})
         records.write_json(self.root / PLAN, plan)

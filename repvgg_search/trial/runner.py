@@ -168,7 +168,7 @@ class _Trial:
         self.lock = DeviceLock(self.device)  # shared while training, so speed is never timed beside it
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / records.CONFIG).write_text(OmegaConf.to_yaml(s.config))
+            records.write_text(self.dir / records.CONFIG, OmegaConf.to_yaml(s.config))
             self._write_result({"status": "running"})
         self._build()
         self._resume()
