@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from repvgg_search.data import DataConfig, build_loaders
-from repvgg_search.engine import AMP_MODES, TrainConfig, autocast, build_optimizer
 from repvgg_search.models import create_model, list_variants
+from repvgg_search.training import AMP_MODES, TrainConfig, autocast, build_optimizer
 
 
 def _args() -> argparse.Namespace:

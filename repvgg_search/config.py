@@ -15,9 +15,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .data import DataConfig
-from .engine import TrainConfig
 from .models import ArchConfig, BlockSpec, arch_config
 from .profile.protocols import SpeedProtocol
+from .tracking import TrackingConfig
+from .training import TrainConfig
 
 # The config tree ships inside the package, so an installed wheel runs from any directory.
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -95,20 +96,6 @@ class ProfileConfig:
 
 
 @dataclass
-class TrackingConfig:
-    """The wandb mirror of a trial's records (the local records in the trial folder are always written)."""
-
-    mode: str = "offline"  # offline (no account, no network) | online (needs credentials) | disabled
-    project: str = "repvgg-search"  # wandb project
-    entity: str | None = None  # wandb entity (user or team); null = the account's default
-    group: str | None = None  # wandb group; sweeps and searches set it to their name
-    tags: list[str] = field(default_factory=list)  # extra tags (preset and variant are always added)
-    name: str | None = None  # run name; null = <preset>-<variant>-s<seed> (sweeps add the axes that vary)
-    console: bool = True  # capture the trial's console output (the run's Logs tab)
-    system_metrics: bool = True  # CPU/GPU/memory metrics (the run's System tab)
-
-
-@dataclass
 class GateConfig:
     """The conversion gate of a trial: a check of the deploy form, not part of what the trial is (not in its id)."""
 
@@ -157,12 +144,12 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="profile_schema", node=ProfileConfig)
-    cs.store(name="trial_schema", node=TrialConfig)
+    cs.store(name="train_schema", node=TrialConfig)
 
 
 # Every primary config under conf/ and the module whose `validate(cfg)` checks it (tests compose them all).
 ENTRY_POINTS = {
     "profile": "repvgg_search.profile.cli",
-    "trial": "repvgg_search.trial",
-    "launch": "repvgg_search.sweep.cli",
+    "train": "repvgg_search.trial",
+    "sweep": "repvgg_search.sweep.cli",
 }

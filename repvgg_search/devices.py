@@ -11,7 +11,6 @@ measurement priority over new epochs, so measurements are never starved by a str
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import platform
@@ -19,11 +18,13 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from .errors import BadInputError
+from .locks import flock
 
 
 def cpu_cores() -> int:
@@ -153,26 +154,45 @@ class DeviceLock:
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
         """Work on the device beside others, but never beside a speed measurement."""
-        with _flock(self.turnstile, fcntl.LOCK_SH):  # waits while a measurement is queued or running
-            held = _flock(self.path, fcntl.LOCK_SH)
-            held.__enter__()
-        try:
+        with contextlib.ExitStack() as held:
+            with flock(self.turnstile, shared=True):  # waits while a measurement is queued or running
+                held.enter_context(flock(self.path, shared=True))
             yield
-        finally:
-            held.__exit__(None, None, None)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """The device alone: waits for the epochs in progress to end; new ones wait until this ends."""
-        with _flock(self.turnstile, fcntl.LOCK_EX), _flock(self.path, fcntl.LOCK_EX):
+        with flock(self.turnstile), flock(self.path):
             yield
 
 
-@contextlib.contextmanager
-def _flock(path: Path, mode: int) -> Iterator[None]:
-    with open(path, "a") as f:
-        fcntl.flock(f, mode)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def git_commit(repo: Path | None = None) -> str | None:
+    """The commit of the code that ran (with `+dirty` when the tree had changes), or None outside git."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():  # an installed package: no commit of ours to report
+        return None
+    try:
+        run = lambda *a: subprocess.run(  # noqa: E731
+            ["git", *a], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of Python and of the libraries that shape results."""
+    names = ["torch", "torchvision", "numpy", "hydra-core", "omegaconf", "fvcore", "wandb", "submitit", "optuna"]
+    out: dict[str, str | None] = {"python": platform.python_version(), "repvgg-search": _version("repvgg-search")}
+    out.update({n: _version(n) for n in names})
+    out["cuda"] = torch.version.cuda
+    return out
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

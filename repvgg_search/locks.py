@@ -1,7 +1,9 @@
-"""Exclusive file locks that the kernel releases when their process dies (`flock`), with a provable holder.
+"""File locks that the kernel releases when their process dies (`flock`): the project's only lock mechanism.
 
-A trial's folder has one (whatever trains the trial holds it: a second process for the same trial waits or
-stops, never trains beside it), a sweep folder has one for its driver. The holder writes its pid and host into the
+`FileLock` is an exclusive lock with a provable holder. A trial's folder has one (whatever trains the trial holds it:
+a second process or search worker for the same trial waits or stops, never trains beside it), a sweep folder has
+one for its driver. `flock(path, shared=...)` is a plain blocking reader-writer lock (a device's lock: trials share
+it, a speed measurement takes it alone). The holder writes its pid and host into the
 file for messages; to act on a holder (`sweep.action=cancel`), `holder()` proves it: the lock is held, and that
 pid on this host has this very file open. A pid merely written in a file is never trusted.
 """
@@ -140,3 +142,17 @@ def holding(path: Path, wait: bool = False, **kwargs) -> Iterator[FileLock]:
         yield lock
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def flock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold `path` (created if missing) locked inside, waiting for it: shared with other shared holders, or alone.
+    No holder is written (many may hold it shared); the kernel releases it if the process dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

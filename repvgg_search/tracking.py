@@ -1,4 +1,5 @@
-"""The wandb mirror of a trial: one run per trial, the same keys as the local records."""
+"""The wandb mirror of a trial: one run per trial, the same keys as the local records. Torch-free: the analysis
+reads its credentials check."""
 
 from __future__ import annotations
 
@@ -6,14 +7,29 @@ import hashlib
 import logging
 import netrc
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import TrackingConfig
 from .errors import BadInputError
 
 MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class TrackingConfig:
+    """The wandb mirror of a trial's records (the local records in the trial folder are always written)."""
+
+    mode: str = "offline"  # offline (no account, no network) | online (needs credentials) | disabled
+    project: str = "repvgg-search"  # wandb project
+    entity: str | None = None  # wandb entity (user or team); null = the account's default
+    group: str | None = None  # wandb group; sweeps and searches set it to their name
+    tags: list[str] = field(default_factory=list)  # extra tags (preset and variant are always added)
+    name: str | None = None  # run name; null = <preset>-<variant>-s<seed> (sweeps add the axes that vary)
+    console: bool = True  # capture the trial's console output (the run's Logs tab)
+    system_metrics: bool = True  # CPU/GPU/memory metrics (the run's System tab)
+
 _log = logging.getLogger(__name__)
 
 
@@ -111,10 +127,11 @@ class Tracker:
         if self.run is not None:
             self.run.log(row)
 
-    def summarize(self, result: dict[str, Any]) -> None:
-        """Put the result record (less its config, which is the run's config) into the run summary."""
+    def summarize(self, result: Any) -> None:
+        """Put the result record (a `schema.TrialRecord`, less its config, which is the run's config) into the run
+        summary: the same keys as result.json."""
         if self.run is not None:
-            self.run.summary.update({k: v for k, v in result.items() if k != "config"})
+            self.run.summary.update({k: v for k, v in result.to_json().items() if k != "config"})
 
     def finish(self, exit_code: int) -> None:
         if self.run is not None:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from repvgg_search.analysis.schema import example_record
+from repvgg_search.analysis.examples import example_record
 
 # top1 (%) for seeds 0 and 1, and deploy throughput (images/s) on the CPU setup.
 ABLATION = {

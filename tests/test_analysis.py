@@ -28,11 +28,11 @@ from analysis_fixtures import (
 )
 
 from repvgg_search.analysis.ablation import ablation_markdown, ablation_tables
+from repvgg_search.analysis.examples import MAC_CONVENTION, example_record
 from repvgg_search.analysis.fronts import build_fronts, left_out_table, setup_warnings
 from repvgg_search.analysis.load import SourceError, load_records
 from repvgg_search.analysis.pareto import hypervolume, hypervolume_progress
 from repvgg_search.analysis.report import ReportError, build_report
-from repvgg_search.analysis.schema import MAC_CONVENTION, example_record
 from repvgg_search.analysis.tables import metric_table
 from repvgg_search.analysis.wandb_source import has_credentials
 
@@ -119,16 +119,16 @@ def _originals() -> dict[str, dict]:
 @pytest.mark.slow
 def test_sweep_folder_merges_local_records_and_wandb_runs(loaded) -> None:
     assert len(loaded.records) == len(_originals())
-    origins = pd.Series([r["_origin"]["kind"] for r in loaded.records]).value_counts().to_dict()
+    origins = pd.Series([r.origin["kind"] for r in loaded.records]).value_counts().to_dict()
     assert origins == {"result.json": len(_originals()) - 1, "wandb offline": 1}
     assert any("local result.json" in n and "preferred" in n for n in loaded.notes)
     assert {s["kind"] for s in loaded.sweeps} == {"ablation", "width_search"}
     # The trial whose result.json is missing came back through wandb's reader with the same content.
     tid = trial_id(ABLATION_GROUP, *WANDB_ONLY)
-    rec = next(r for r in loaded.records if r["trial_id"] == tid)
-    assert rec["_origin"]["kind"] == "wandb offline"
+    rec = next(r for r in loaded.records if r.trial_id == tid)
+    assert rec.origin["kind"] == "wandb offline"
     for key in MIRRORED_KEYS:
-        assert rec.get(key) == _originals()[tid].get(key), key
+        assert rec.to_json().get(key) == _originals()[tid].get(key), key
 
 
 @pytest.mark.slow
@@ -138,11 +138,11 @@ def test_folder_of_offline_runs_only(sweeps: dict[str, Path], tmp_path: Path) ->
     res = load_records(tmp_path)
     assert len(res.records) == len(WIDTH) and not res.skipped
     for rec in res.records:
-        original = _originals()[rec["trial_id"]]
-        assert rec["_origin"]["kind"] == "wandb offline"
-        assert rec["config"] == original["config"]
+        original = _originals()[rec.trial_id]
+        assert rec.origin["kind"] == "wandb offline"
+        assert rec.config == original["config"]
         for key in MIRRORED_KEYS:
-            assert rec.get(key) == original.get(key), key
+            assert rec.to_json().get(key) == original.get(key), key
     macs = next(f for f in build_fronts(metric_table(res.records)) if f.axis.column == "deploy_macs")
     assert set(macs.points.loc[macs.points.pareto, "search_number"]) == WIDTH_FRONT
 
@@ -152,7 +152,7 @@ def test_filters(tmp_path: Path) -> None:
     assert len(load_records(root, group=WIDTH_GROUP).records) == len(WIDTH)
     assert len(load_records(root, tags=["a0", "full"]).records) == 3  # two seeds and the failed trial
     failed = load_records(root, state="crashed")  # wandb's name for a run that failed
-    assert {r["status"] for r in failed.records} == {"failed"} and len(failed.records) == 2
+    assert {r.status.value for r in failed.records} == {"failed"} and len(failed.records) == 2
     assert failed.filtered_out == len(_originals()) - 2
 
 
@@ -308,7 +308,7 @@ def test_unknown_state(tmp_path: Path) -> None:
 @pytest.mark.parametrize("state", ["cancelled", "pruned", "infeasible"])
 def test_every_record_status_is_a_filter(tmp_path: Path, state: str) -> None:
     _write(tmp_path, [example_record("t1"), example_record("t2", status=state, top1=None)])
-    assert [r["trial_id"] for r in load_records(tmp_path, state=state).records] == ["t2"]
+    assert [r.trial_id for r in load_records(tmp_path, state=state).records] == ["t2"]
 
 
 def test_wandb_path_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -341,21 +341,24 @@ def test_credentials_found_in_netrc(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 
 def test_mixed_schema_versions_are_left_out_and_reported(tmp_path: Path) -> None:
-    v2 = example_record("v2trial") | {"schema_version": 2}
+    v3 = example_record("v3trial") | {"schema_version": 3}
     unversioned = {k: v for k, v in example_record("noversion").items() if k != "schema_version"}
-    _write(tmp_path / "src", [example_record("ok1"), example_record("ok2", top1=90.0), v2, unversioned])
+    misfit = example_record("misfit")
+    misfit["metrics"]["top1"] = "high"  # a field of the wrong type: left out, the field named
+    _write(tmp_path / "src", [example_record("ok1"), example_record("ok2", top1=90.0), v3, unversioned, misfit])
     (tmp_path / "src" / "trials" / "broken").mkdir()
     (tmp_path / "src" / "trials" / "broken" / "result.json").write_text("{not json")
-    (tmp_path / "src" / "sweep.json").write_text(json.dumps({"name": "old", "kind": "grid", "schema_version": 2}))
+    (tmp_path / "src" / "sweep.json").write_text(json.dumps({"name": "old", "kind": "grid", "schema_version": 3}))
     res = load_records(tmp_path / "src")
-    assert any("sweep 'old' has sweep.json schema_version 2" in n for n in res.notes)
-    assert sorted(r["trial_id"] for r in res.records) == ["ok1", "ok2"]
+    assert any("sweep 'old' has sweep.json schema_version 3" in n for n in res.notes)
+    assert sorted(r.trial_id for r in res.records) == ["ok1", "ok2"]
     why = sorted(w for _, w in res.skipped)
-    assert len(why) == 3
-    assert any("schema_version 2: this analysis reads schema_version 1 only" in w for w in why)
+    assert len(why) == 4
+    assert any("schema_version 3: this analysis reads 1, 2" in w for w in why)
     assert any("no schema_version" in w for w in why) and any("unreadable JSON" in w for w in why)
+    assert any("metrics.top1: expected float, got str 'high'" in w for w in why)
     md = build_report(tmp_path / "src", tmp_path / "out").read_text()
-    assert "3 record(s) could not be used at all" in md and "schema_version 2" in md
+    assert "4 record(s) could not be used at all" in md and "schema_version 3" in md
 
 
 def test_ablation_markdown_for_the_sweep_summary() -> None:
@@ -381,8 +384,8 @@ def test_report_without_speeds_or_finished_candidates(tmp_path: Path) -> None:
 
 
 def test_only_unusable_records(tmp_path: Path) -> None:
-    _write(tmp_path, [example_record("a") | {"schema_version": 2}])
-    with pytest.raises(ReportError, match="no usable trial records.*schema_version 2"):
+    _write(tmp_path, [example_record("a") | {"schema_version": 3}])
+    with pytest.raises(ReportError, match="no usable trial records.*schema_version 3"):
         build_report(tmp_path, tmp_path / "out")
 
 
@@ -390,7 +393,7 @@ def test_duplicate_trial_prefers_completed_record(tmp_path: Path) -> None:
     _write(tmp_path / "a", [example_record("same", status="failed", top1=None)])
     _write(tmp_path / "b", [example_record("same")])
     res = load_records(tmp_path)
-    assert len(res.records) == 1 and res.records[0]["status"] == "completed"
+    assert len(res.records) == 1 and res.records[0].status.value == "completed"
     assert any("duplicate" in n for n in res.notes)
 
 
@@ -495,11 +498,11 @@ def test_online_path_against_recorded_response(monkeypatch: pytest.MonkeyPatch, 
     assert calls == [{"path": "someone/repvgg", "filters": expected, "lazy": False}]
     assert all(json.loads(v["filters"]) == expected for v in service.sent) and len(service.sent) == 2
     originals = {r["trial_id"]: r for r in ablation_records()[:2]}
-    assert sorted(r["trial_id"] for r in res.records) == sorted(originals)
+    assert sorted(r.trial_id for r in res.records) == sorted(originals)
     for rec in res.records:
-        assert rec["config"] == originals[rec["trial_id"]]["config"], "wandb's internal _wandb key is dropped"
-        assert rec["metrics"] == originals[rec["trial_id"]]["metrics"]
-        assert rec["_origin"]["where"].startswith("wandb:someone/repvgg/")
+        assert rec.config == originals[rec.trial_id]["config"], "wandb's internal _wandb key is dropped"
+        assert rec.to_json()["metrics"] == originals[rec.trial_id]["metrics"]
+        assert rec.origin["where"].startswith("wandb:someone/repvgg/")
     assert [w for _, w in res.skipped] == [
         "no schema_version: not a repvgg-search trial record (wandb run state: running)"
     ]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from repvgg_search.analysis.examples import example_record
 from repvgg_search.analysis.pareto import (
     hypervolume,
     hypervolume_progress,
@@ -20,7 +21,7 @@ from repvgg_search.analysis.pareto import (
     search_values,
 )
 from repvgg_search.analysis.report import build_report
-from repvgg_search.analysis.schema import example_record
+from repvgg_search.schema import Status, parse_record
 
 
 def brute_force_front(points: np.ndarray, maximize: tuple[bool, ...]) -> np.ndarray:
@@ -137,7 +138,8 @@ def _markdown_table_after(md: str, marker: str) -> pd.DataFrame:
 
 
 def test_search_candidate_and_values_follow_the_record() -> None:
-    recs = [_candidate(*c) for c in CANDIDATES]
+    recs = [parse_record(_candidate(*c)) for c in CANDIDATES]  # v1's "trained" is read as completed
+    assert recs[0].search.kind is Status.COMPLETED
     assert [search_candidate(r) for r in recs] == [True, True, True, True, False, False, False, False]
     values = search_values(recs, 2)
     assert values[0].tolist() == [96.0, 5000.0] and np.isnan(values[4:]).all()
@@ -165,7 +167,7 @@ def test_every_search_objective_has_a_report_column():
     column, a direction and a unit (an INT8 search's report once failed with KeyError: 'int8_top1')."""
     from repvgg_search.analysis.fronts import OBJECTIVE_COLUMNS, objective
     from repvgg_search.analysis.tables import metric_table
-    from repvgg_search.search.settings import OBJECTIVES
+    from repvgg_search.schema import OBJECTIVES
 
     assert set(OBJECTIVE_COLUMNS) == set(OBJECTIVES)
     columns = set(metric_table([example_record("t0")]).columns)

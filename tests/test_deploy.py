@@ -15,15 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
+from repvgg_search.analysis.examples import example_record
 from repvgg_search.analysis.quant import quant_table
-from repvgg_search.analysis.schema import example_record
 from repvgg_search.analysis.tables import metric_table
 from repvgg_search.deploy.export import TOLERANCE, export_model
 from repvgg_search.deploy.onnx_io import onnx_session, run_onnx
 from repvgg_search.deploy.quant import PtqSettings, quantize_int8
-from repvgg_search.models import build_model, reparameterize_model
+from repvgg_search.models import build_model, randomize_bn_, reparameterize_model
 from repvgg_search.models.arch import arch_config
-from repvgg_search.profile.speed import randomize_bn_
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "threads=1", "tracking.mode=disabled",

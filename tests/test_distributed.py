@@ -24,8 +24,8 @@ from repvgg_search.distributed import (
     unwrap,
     wrap_ddp,
 )
-from repvgg_search.engine import TrainConfig, build_optimizer, build_scheduler, evaluate, train_one_epoch
 from repvgg_search.models import create_model
+from repvgg_search.training import TrainConfig, build_optimizer, build_scheduler, evaluate, train_one_epoch
 
 WORLD = 2
 _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SUBMITIT_LOCAL_NTASKS")

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from support import held_epochs_env, hold_epochs
 
-from repvgg_search import records
+from repvgg_search import files
 from repvgg_search.config import CONF_DIR, register_configs
 from repvgg_search.trial import TrialInterrupted, run_trial, settings_from_config
 
@@ -36,7 +36,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def epochs_of(trial_dir: Path) -> list[int]:
-    return [r["epoch"] for r in records.read_jsonl(trial_dir / records.METRICS)]
+    return [r["epoch"] for r in files.read_jsonl(trial_dir / files.METRICS)]
 
 
 def test_a_driver_killed_and_rerun_at_once_never_trains_a_trial_twice(tmp_path):
@@ -59,7 +59,7 @@ def test_a_driver_killed_and_rerun_at_once_never_trains_a_trial_twice(tmp_path):
     (trial,) = folder.glob("trials/*")
     assert epochs_of(trial) == list(range(1, 9)), "an epoch was trained twice (or lost)"
     assert json.loads((trial / "result.json").read_text())["status"] == "completed"
-    assert len(records.read_jsonl(folder / "jobs.jsonl")) == 2  # the rerun's job adopted the result
+    assert len(files.read_jsonl(folder / "jobs.jsonl")) == 2  # the rerun's job adopted the result
     assert "waiting for it to end" in job_logs(folder)  # the rerun's job said why it waited
 
 
@@ -70,7 +70,7 @@ def job_logs(folder: Path) -> str:
 def _settings(*overrides: str):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return settings_from_config(compose("trial", overrides=[*SMALL, "train.epochs=3", *overrides]))
+        return settings_from_config(compose("train", overrides=[*SMALL, "train.epochs=3", *overrides]))
 
 
 def _interrupt_after(epoch: int):
@@ -90,8 +90,8 @@ def test_a_torn_checkpoint_falls_back_then_restarts(tmp_path, both):
     if both:
         (folder / "checkpoints" / "last.prev.pt").write_bytes(b"\x80\x02truncated")
     result = run_trial(settings, folder, progress=False)
-    assert result["status"] == "completed" and epochs_of(folder) == [1, 2, 3]
-    assert result["resumes"] == ([] if both else [1])  # from the previous checkpoint: one epoch redone
+    assert result.status.value == "completed" and epochs_of(folder) == [1, 2, 3]
+    assert result.resumes == ([] if both else [1])  # from the previous checkpoint: one epoch redone
     log = (folder / "trial.log").read_text()
     assert "checkpoints/last.pt cannot be used" in log and list((folder / "checkpoints").glob("last.pt.unusable-*"))
 
@@ -150,7 +150,7 @@ def test_a_full_disk_is_named_in_one_line_and_the_traceback_kept(tmp_path):
     """/dev/full answers every write with ENOSPC, as a full disk does: the metrics file is pointed at it after the
     first epoch, so the second epoch's record cannot be written."""
     settings, folder = _settings(), tmp_path / "trial"
-    metrics = folder / records.METRICS
+    metrics = folder / files.METRICS
 
     def fill_disk(done: int, row: dict) -> None:
         if done == 1:
@@ -171,10 +171,10 @@ def test_tables_are_replaced_whole_while_read(tmp_path, monkeypatch):
     import pandas as pd
 
     path = tmp_path / "results.csv"
-    records.write_csv(path, pd.DataFrame({"trial_id": ["a", "b"], "top1": [0.9, 0.8]}))
+    files.write_csv(path, pd.DataFrame({"trial_id": ["a", "b"], "top1": [0.9, 0.8]}))
     before = path.read_text()
     with open(path) as reader:  # a rewrite in place would truncate the file under this reader
-        records.write_csv(path, pd.DataFrame({"trial_id": ["c"], "top1": [0.7]}))
+        files.write_csv(path, pd.DataFrame({"trial_id": ["c"], "top1": [0.7]}))
         assert reader.read() == before
     assert pd.read_csv(path)["trial_id"].tolist() == ["c"]
     after = path.read_text()
@@ -182,7 +182,7 @@ def test_tables_are_replaced_whole_while_read(tmp_path, monkeypatch):
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(records.os, "fsync", full_disk)
+    monkeypatch.setattr(files.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left on device.*results.csv"):
-        records.write_text(path, "torn")
+        files.write_text(path, "torn")
     assert path.read_text() == after and sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

@@ -10,12 +10,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from repvgg_search import records
+from repvgg_search import checkpoints, files
 from repvgg_search.config import CONF_DIR, GateConfig, register_configs
 from repvgg_search.data import DataConfig, build_loaders
-from repvgg_search.engine import TrainConfig, build_optimizer, build_scheduler, evaluate, train_one_epoch
 from repvgg_search.models import create_model, reparameterize_model
 from repvgg_search.models.blocks import RepBlock
+from repvgg_search.schema import Status
+from repvgg_search.training import TrainConfig, build_optimizer, build_scheduler, evaluate, train_one_epoch
 from repvgg_search.trial import run_trial, settings_from_config
 from repvgg_search.trial.gate import agreement, check_forms, conversion_gate
 
@@ -52,16 +53,16 @@ def test_near_ties_flip_under_bf16_but_never_fail_the_gate(trained):
     model = with_near_ties(model)
     deploy = reparameterize_model(model)
     gate = conversion_gate(model, deploy, val, CPU, GateConfig())
-    assert gate["passed"] and gate["max_rel_error"] < 1e-5 and gate["dtype"] == "float32" and not gate["tf32"]
+    assert gate.passed and gate.max_rel_error < 1e-5 and gate.dtype == "float32" and not gate.tf32
     bf16 = agreement(evaluate(model, val, device=CPU, amp="bf16", keep=True),
                      evaluate(deploy, val, device=CPU, amp="bf16", keep=True), "bf16")  # fmt: skip
-    assert bf16["differ"] > 0, "the constructed ties must flip some images, or this test tests nothing"
-    assert bf16["max_margin"] < 0.1 and len(bf16["examples"]) == min(bf16["differ"], 20)
+    assert bf16.differ > 0, "the constructed ties must flip some images, or this test tests nothing"
+    assert bf16.max_margin < 0.1 and len(bf16.examples) == min(bf16.differ, 20)
     forms = check_forms(model, val, CPU, model.arch, "bf16", GateConfig())  # what a trial runs
-    assert forms.passed and forms.deploy is not None and forms.conversion["agreement"]["differ"] == bf16["differ"]
+    assert forms.passed and forms.deploy is not None and forms.conversion.agreement.differ == bf16.differ
     # float64: only the rounding of the fused float32 weights is left (no float32 accumulation error).
     exact = conversion_gate(model, deploy, val, CPU, GateConfig(dtype="float64", max_rel_error=1e-6))
-    assert exact["passed"] and exact["max_rel_error"] <= gate["max_rel_error"]
+    assert exact.passed and exact.max_rel_error <= gate.max_rel_error
 
 
 def _broken(monkeypatch, scale: float = 1e-3) -> None:
@@ -83,7 +84,7 @@ def test_a_broken_fusion_always_fails_the_gate(trained, monkeypatch, variant, dt
     model = create_model("a0", variant=variant, num_classes=10, a=0.25, b=0.25, depths=(1, 2, 2, 2, 1)).eval()
     _broken(monkeypatch)
     gate = conversion_gate(model, reparameterize_model(model), val, CPU, GateConfig(dtype=dtype))
-    assert not gate["passed"] and gate["max_rel_error"] > gate["bound"]
+    assert not gate.passed and gate.max_rel_error > gate.bound
 
 
 def _trial_settings(tmp_path: Path):
@@ -91,7 +92,7 @@ def _trial_settings(tmp_path: Path):
     overrides = ["model.a=0.25", "model.b=0.25", "model.depths=[1,2,2,2,1]", "train.epochs=2", "threads=1",
                  "tracking.mode=disabled", "speed=trial_size", "speed.iters=2", "speed.rounds=2"]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return settings_from_config(compose("trial", overrides=overrides))
+        return settings_from_config(compose("train", overrides=overrides))
 
 
 @pytest.mark.slow
@@ -100,12 +101,12 @@ def test_a_failed_gate_keeps_the_training_and_a_rerun_does_not_retrain(tmp_path,
     with monkeypatch.context() as patch:
         _broken(patch)
         failed = run_trial(settings, folder, progress=False)
-    assert failed["status"] == "failed" and "ConversionGateError" in failed["error"]
-    assert failed["metrics"]["top1"] > 0 and failed["metrics"]["epochs"] == 2  # the train form's metrics
-    assert not failed["conversion"]["gate"]["passed"] and "speed" not in failed
-    assert records.load_checkpoint(folder / records.CHECKPOINT)["epochs_done"] == 2
-    assert json.loads((folder / records.RESULT).read_text())["status"] == "failed"
+    assert failed.status is Status.FAILED and failed.error.startswith("conversion gate failed: ")
+    assert failed.metrics.top1 > 0 and failed.metrics.epochs == 2  # the train form's metrics
+    assert not failed.conversion.gate.passed and failed.speed is None and "speed" not in failed.to_json()
+    assert checkpoints.load_checkpoint(folder / files.CHECKPOINT)["epochs_done"] == 2
+    assert json.loads((folder / files.RESULT).read_text())["status"] == "failed"
     done = run_trial(settings, folder, progress=False)  # the fusion is right again
-    assert done["status"] == "completed" and done["resumes"] == [2] and done["conversion"]["gate"]["passed"]
-    assert len(records.read_jsonl(folder / records.METRICS)) == 2  # no epoch trained twice
-    assert done["metrics"]["top1"] == failed["metrics"]["top1"]
+    assert done.status is Status.COMPLETED and done.resumes == [2] and done.conversion.gate.passed
+    assert len(files.read_jsonl(folder / files.METRICS)) == 2  # no epoch trained twice
+    assert done.metrics.top1 == failed.metrics.top1

@@ -14,7 +14,7 @@ import pytest
 import torch
 from support import require_gpu
 
-from repvgg_search import records
+from repvgg_search import checkpoints, files
 from repvgg_search.models import create_model, reparameterize_model
 from repvgg_search.profile import PROTOCOLS, SpeedProtocol, measure
 
@@ -43,7 +43,7 @@ def test_trials_under_each_precision_pass_the_gate(tmp_path, amp):
     conv = result["conversion"]
     assert result["status"] == "completed" and conv["gate"]["passed"] and conv["gate"]["tf32"] is False
     assert conv["agreement"]["precision"] == amp and conv["agreement"]["images"] == result["metrics"]["val_images"]
-    ckpt = records.load_checkpoint(tmp_path / amp / records.CHECKPOINT)
+    ckpt = checkpoints.load_checkpoint(tmp_path / amp / files.CHECKPOINT)
     assert bool(ckpt["scaler"]) == (amp == "fp16")  # loss scaling state is checkpointed for fp16 only
     speed = result["speed"]
     assert speed["device"] == "cuda" and speed["tf32"] is False and speed["peak_memory_mb"] > 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from repvgg_search import progress as progress_module
 from repvgg_search.jobs import launchers
-from repvgg_search.jobs import progress as progress_module
 from repvgg_search.jobs.launchers import GpuSlots, LauncherError, make_launcher
 from repvgg_search.jobs.pool import JobLog, JobPool
 

@@ -22,8 +22,8 @@ import yaml
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.text import Annotation, Text
 
+from repvgg_search.analysis.examples import example_record
 from repvgg_search.analysis.report import build_report
-from repvgg_search.analysis.schema import example_record
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -22,7 +22,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from support import require, slurm_up
 
-from repvgg_search import records
+from repvgg_search import files
 from repvgg_search.analysis.report import build_report
 from repvgg_search.config import CONF_DIR
 from repvgg_search.jobs.launchers import make_launcher
@@ -33,8 +33,8 @@ from repvgg_search.search.settings import SearchError, search_settings
 from repvgg_search.search.storage import HeartbeatJournalStorage
 from repvgg_search.search.study import Budget, claim_slot, record, search_loop, tally
 from repvgg_search.search.worker import epoch_reporter, worker_loop
+from repvgg_search.sweep.cli import register
 from repvgg_search.sweep.folder import SweepFolder
-from repvgg_search.sweep.spec import register
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny but real trials: one layer per stage, a quarter of a0's widths, one epoch, two timed batches.
@@ -48,7 +48,7 @@ SYNTH = ["data=synthetic", "data.synthetic_train_size=128", "data.synthetic_val_
 def launch_cfg(*overrides: str):
     register()  # the launch schema (test modules run alone too)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("launch", overrides=["+sweep=width_search", *overrides])
+        return compose("sweep", overrides=["+sweep=width_search", *overrides])
 
 
 def make_plan(folder: Path, *overrides: str):
@@ -218,12 +218,12 @@ def test_over_budget_candidates_are_recorded_without_training(tmp_path):
     counts = tally(study.get_trials())
     assert counts["trained"] == 2
     for t in study.get_trials():
-        result = records.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")
+        result = files.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")
         if t.user_attrs["kind"] == "infeasible":
             assert t.params["a"] == 0.5 and t.constraints["gmacs"] > 0 and t.state == TrialState.COMPLETE
             assert result["status"] == "infeasible" and result["search"]["feasible"] is False
             assert not (folder / "trials" / t.user_attrs["trial_id"] / "checkpoints").exists()
-        elif t.user_attrs["kind"] == "trained":
+        elif t.user_attrs["kind"] == "completed":
             assert t.params["a"] == 0.25 and result["status"] == "completed" and result["search"]["feasible"]
 
 
@@ -254,11 +254,11 @@ def test_search_runs_two_workers_and_writes_the_pareto_set(searched: Path):
     assert {"a", "b", "depths", "groups", "top1", "images_per_s", "deploy_gmacs"} <= set(pareto.columns)
     assert "Pareto set" in (searched / "first_run.txt").read_text()
     for tid in results["trial_id"]:
-        result = records.read_json(searched / "trials" / tid / "result.json")
+        result = files.read_json(searched / "trials" / tid / "result.json")
         assert result["group"] == "width_search" and result["search"]["study"] == "width_search"
-        assert result["search"]["kind"] == "trained" and len(result["search"]["values"]) == 2
+        assert result["search"]["kind"] == "completed" and len(result["search"]["values"]) == 2
         assert list((searched / "trials" / tid / "wandb").glob("offline-run-*"))  # its wandb run
-    workers = {r["worker"] for r in records.read_jsonl(searched / "workers.jsonl")}
+    workers = {r["worker"] for r in files.read_jsonl(searched / "workers.jsonl")}
     assert workers == {0, 1}
 
 
@@ -283,7 +283,7 @@ def test_slurm_workers_are_one_job_array(tmp_path):
                      "launcher.max_parallel=2", "launcher.cpus_per_task=1", "launcher.timeout_min=10",
                      "search.n_trials=2")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = records.read_jsonl(folder / "workers.jsonl")
+    jobs = files.read_jsonl(folder / "workers.jsonl")
     assert len(jobs) == 2 and len({j["job_id"].split("_")[0] for j in jobs}) == 1  # one array, two tasks
     assert tally(_study(folder).get_trials())["trained"] == 2
 
@@ -304,7 +304,7 @@ def test_status_and_collect_work_from_the_records(searched: Path):
     summary = search_action(SweepFolder(searched), "collect")
     assert (searched / "pareto.csv").exists() and summary["trained"] >= 3
     status = search_action(SweepFolder(searched), "status")
-    assert status["trained"] >= 3
+    assert status["completed"] >= 3
     out = subprocess.run([sys.executable, "-m", "repvgg_search.sweep", f"sweep.dir={searched}", "sweep.action=status"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "best top1 so far:" in out and out.count("top1 ") >= 4  # a line per trial, and the best
@@ -352,10 +352,10 @@ def test_a_search_on_int8_objectives(tmp_path):
         study_name="width_search", storage=JournalStorage(JournalFileBackend(str(folder / "study.journal")))
     )
     assert study.metric_names == ["int8_top1", "int8_images_per_s"]
-    trained = [t for t in study.get_trials() if t.user_attrs.get("kind") == "trained"]
+    trained = [t for t in study.get_trials() if t.user_attrs.get("kind") == "completed"]
     assert len(trained) == 2
     for t in trained:
-        q = records.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")["quant"]
+        q = files.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")["quant"]
         assert t.values == [q["int8_top1"], q["int8_speed"]["images_per_s"]]
     md = build_report(folder, tmp_path / "report").read_text()  # the width-search section on its own objectives
     assert "INT8 top1" in md and "INT8 throughput" in md

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from support import require
 from test_search import make_plan
 
-from repvgg_search import records
+from repvgg_search import files
 from repvgg_search.search.driver import claim_search_folder
 from repvgg_search.search.plan import prepare_study
 from repvgg_search.search.study import tally
@@ -76,15 +76,15 @@ def test_two_workers_end_with_exactly_the_requested_trials(tmp_path, study_name)
     trials = load(study_name).get_trials()
     counts = tally(trials)
     assert counts["trained"] == 4 and counts["running"] == 0 and counts["waiting"] == 0
-    trained = [t for t in trials if t.user_attrs.get("kind") == "trained"]
+    trained = [t for t in trials if t.user_attrs.get("kind") == "completed"]
     ids = [t.user_attrs["trial_id"] for t in trained]
     assert len(set(ids)) == 4  # none duplicated
     for t in trained:  # none lost: every trained trial has its completed record, numbered as in the study
-        result = records.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")
+        result = files.read_json(folder / "trials" / t.user_attrs["trial_id"] / "result.json")
         assert result["status"] == "completed" and result["search"]["number"] == t.number
         assert result["search"]["values"] == pytest.approx(t.values)
     assert sorted(pd.read_csv(folder / "results.csv")["trial_id"]) == sorted(ids)
-    assert {r["worker"] for r in records.read_jsonl(folder / "workers.jsonl")} == {0, 1}
+    assert {r["worker"] for r in files.read_jsonl(folder / "workers.jsonl")} == {0, 1}
 
 
 def test_killed_worker_trial_is_retried_and_resumed(tmp_path, study_name):
@@ -103,9 +103,9 @@ def test_killed_worker_trial_is_retried_and_resumed(tmp_path, study_name):
     trials = load(study_name).get_trials()
     assert tally(trials)["trained"] == 1
     dead, retried = trials[0], trials[-1]
-    assert dead.state == optuna.trial.TrialState.FAIL and retried.user_attrs["kind"] == "trained"
+    assert dead.state == optuna.trial.TrialState.FAIL and retried.user_attrs["kind"] == "completed"
     assert retried.params == dead.params and retried.user_attrs["trial_id"] == ckpt.parts[-3]
-    result = records.read_json(ckpt.parents[1] / "result.json")
+    result = files.read_json(ckpt.parents[1] / "result.json")
     assert result["status"] == "completed" and result["resumes"]  # resumed from the killed worker's checkpoint
     assert result["search"]["retry_of"] == dead.number
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from support import require, slurm_up
 
-from repvgg_search import records
+from repvgg_search import files
 
 REPO = Path(__file__).resolve().parents[1]
 # One CPU per job, so that the 2-CPU test node runs two trials at once.
@@ -44,7 +44,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def first_job(folder: Path) -> tuple[str, str]:
-    row = records.read_jsonl(folder / "jobs.jsonl")[0]
+    row = files.read_jsonl(folder / "jobs.jsonl")[0]
     return row["trial_id"], row["job_id"]
 
 
@@ -66,7 +66,7 @@ def test_ablation_sweep_as_a_job_array(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    jobs = records.read_jsonl(folder / "jobs.jsonl")
+    jobs = files.read_jsonl(folder / "jobs.jsonl")
     array_ids = {j["job_id"].split("_")[0] for j in jobs}
     assert len(jobs) == 2 and len(array_ids) == 1 and all("_" in j["job_id"] for j in jobs)  # one array
     df = pd.read_csv(folder / "results.csv")
@@ -83,7 +83,7 @@ def test_several_trials_share_one_array_task(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    jobs = records.read_jsonl(folder / "jobs.jsonl")
+    jobs = files.read_jsonl(folder / "jobs.jsonl")
     assert len(jobs) == 3 and jobs[0]["job_id"] == jobs[1]["job_id"] != jobs[2]["job_id"]
     assert pd.read_csv(folder / "results.csv")["status"].tolist() == ["completed"] * 3
     packed = [json.loads((folder / "trials" / j["trial_id"] / "result.json").read_text()) for j in jobs[:2]]
@@ -114,7 +114,7 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
         wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission")
         tid, job_id = first_job(folder)
         metrics = folder / "trials" / tid / "metrics.jsonl"
-        wait_for(lambda: len(records.read_jsonl(metrics)) >= 1, 180, "the first epoch")
+        wait_for(lambda: len(files.read_jsonl(metrics)) >= 1, 180, "the first epoch")
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
         # Slurm holds a requeued job ~120 s (reason BeginTime) before it may start again; release it now.
         wait_for(lambda: pending_reason(job_id) == "BeginTime", 60, "the job to be requeued and held")
@@ -124,7 +124,7 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
         driver.kill()
     result = json.loads((folder / "trials" / tid / "result.json").read_text())
     assert result["status"] == "completed" and result["resumes"] and result["resumes"][0] >= 1
-    assert [r["epoch"] for r in records.read_jsonl(metrics)] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in files.read_jsonl(metrics)] == [1, 2, 3, 4]
     log = "".join(p.read_text() for p in (folder / "jobs").glob(f"{job_id}_*log.err"))
     assert "preempted" in log and "resuming after epoch" in log
 

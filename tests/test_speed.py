@@ -15,7 +15,7 @@ import torch
 from repvgg_search.devices import DeviceLock
 from repvgg_search.models import create_model, reparameterize_model
 from repvgg_search.profile import PROTOCOLS, SpeedError, SpeedProtocol, complexity, measure, resolve_protocol
-from repvgg_search.profile.stage import architecture_hash, speed_figure
+from repvgg_search.profile.figures import architecture_hash, speed_figure
 
 CPU = torch.device("cpu")
 # A short protocol for tests: small inputs, few batches.

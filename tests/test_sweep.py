@@ -14,7 +14,7 @@ import pytest
 import yaml
 from support import require, slurm_up
 
-from repvgg_search import records
+from repvgg_search import files
 from repvgg_search.config import CONF_DIR
 from repvgg_search.sweep.folder import SweepFolder
 
@@ -123,7 +123,7 @@ def test_sweep_runs_collects_and_records_a_diverged_trial(small_sweep: Path):
     assert "training diverged in epoch 1" in diverged.error
     summary = (small_sweep / "summary.md").read_text()
     assert "Table 6" in summary and "diverged" in summary
-    jobs = records.read_jsonl(small_sweep / "jobs.jsonl")
+    jobs = files.read_jsonl(small_sweep / "jobs.jsonl")
     assert len(jobs) == 2
 
 
@@ -136,21 +136,21 @@ def test_rerun_skips_finished_trials_and_resubmits_failed(small_sweep: Path):
     SweepFolder(small_sweep).trial_dir(failed.trial_id).joinpath("result.json").write_text(
         json.dumps({"schema_version": 1, "trial_id": failed.trial_id, "status": "failed", "error": "job died"})
     )
-    before = len(records.read_jsonl(small_sweep / "jobs.jsonl"))
+    before = len(files.read_jsonl(small_sweep / "jobs.jsonl"))
     sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}", f"sweep.dir={small_sweep}",
           "sweep.retries=1", *SMALL)  # fmt: skip
-    jobs = records.read_jsonl(small_sweep / "jobs.jsonl")[before:]
+    jobs = files.read_jsonl(small_sweep / "jobs.jsonl")[before:]
     assert len(jobs) == 1  # only the failed trial ran again, once
     again = sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}",
                   f"sweep.dir={small_sweep}", "sweep.retries=1", *SMALL)  # fmt: skip
-    assert len(records.read_jsonl(small_sweep / "jobs.jsonl")) == before + 1  # attempts used up: nothing submitted
+    assert len(files.read_jsonl(small_sweep / "jobs.jsonl")) == before + 1  # attempts used up: nothing submitted
     assert "resuming" in again.stdout
 
 
 @pytest.mark.slow
 def test_status_and_collect_actions(small_sweep: Path):
     out = sweep(f"sweep.dir={small_sweep}", "sweep.action=status")  # the folder alone: no +sweep=NAME needed
-    assert "done 1" in out.stdout and "diverged 1" in out.stdout
+    assert "completed 1" in out.stdout and "diverged 1" in out.stdout
     (done,) = [
         t for t in SweepFolder(small_sweep).planned() if SweepFolder(small_sweep).status(t.trial_id) == "completed"
     ]
@@ -185,7 +185,7 @@ def test_detached_local_sweep_finishes_in_the_background(tmp_path):
         time.sleep(1)
     assert pd.read_csv(folder / "results.csv")["status"].tolist() == ["completed"]
     status = sweep("+sweep=ablation", f"sweep.dir={folder}", "sweep.action=status")
-    assert "done 1" in status.stdout
+    assert "completed 1" in status.stdout
 
 
 @pytest.mark.parametrize(

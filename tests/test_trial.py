@@ -14,7 +14,7 @@ import pytest
 import torch
 from support import held_epochs_env, hold_epochs
 
-from repvgg_search import records, tracking
+from repvgg_search import files, tracking
 from repvgg_search.data import digits_split
 from repvgg_search.trial import settings_from_config
 
@@ -80,7 +80,7 @@ def test_trial_records(finished: Path):
     assert result["config"]["model"]["a"] == 0.25 and result["arch"]["widths"] == [16, 16, 32, 64, 128]
     assert {"setup_s", "train_s", "total_s"} <= set(result["timings"]) and result["versions"]["torch"]
     assert result["git_commit"]
-    lines = records.read_jsonl(finished / "metrics.jsonl")
+    lines = files.read_jsonl(finished / "metrics.jsonl")
     assert [r["epoch"] for r in lines] == [1, 2] and all(r["trial_id"] == result["trial_id"] for r in lines)
     assert (finished / "config.yaml").exists() and (finished / "deploy.pt").exists()
     # keep_checkpoint=deploy (the default): the training checkpoints went once the trial was recorded completed
@@ -96,7 +96,7 @@ def test_same_config_seed_and_threads_give_bit_identical_results(finished: Path,
     first, second = (json.loads((d / "result.json").read_text()) for d in (finished, again))
     assert first["trial_id"] == second["trial_id"] and first["metrics"] == second["metrics"]
     timing = ("train_images_per_s", "train_seconds")
-    rows = [[{k: v for k, v in r.items() if k not in timing} for r in records.read_jsonl(d / "metrics.jsonl")]
+    rows = [[{k: v for k, v in r.items() if k not in timing} for r in files.read_jsonl(d / "metrics.jsonl")]
             for d in (finished, again)]  # fmt: skip
     assert rows[0] == rows[1] and first["environment"]["threads"] == second["environment"]["threads"] == 1
     ids = [wandb_records(next((d / "wandb").glob("offline-run-*")), "run")[0]["run_id"] for d in (finished, again)]
@@ -154,7 +154,7 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
     env = {**held_epochs_env(tmp_path), "WANDB_MODE": "offline"}
     proc = subprocess.Popen(train_cmd(out, *overrides), cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not records.read_jsonl(out / "metrics.jsonl") and time.monotonic() < deadline:
+    while not files.read_jsonl(out / "metrics.jsonl") and time.monotonic() < deadline:
         time.sleep(0.2)
     with hold_epochs(tmp_path):  # no third epoch can end before the signal arrives
         proc.send_signal(signal.SIGTERM)
@@ -167,8 +167,8 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
     resumed = run_train(out, *overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after epoch" in resumed.stdout + resumed.stderr
-    a = records.read_jsonl(tmp_path / "straight" / "metrics.jsonl")
-    b = records.read_jsonl(out / "metrics.jsonl")
+    a = files.read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    b = files.read_jsonl(out / "metrics.jsonl")
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     assert [r["val_top1"] for r in a] == [r["val_top1"] for r in b]
     ra, rb = (json.loads((d / "result.json").read_text()) for d in (tmp_path / "straight", out))
@@ -247,7 +247,7 @@ def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
     val_images = len(digits_split(0.2, 0)[1])
     assert result["status"] == "completed" and result["metrics"]["val_images"] == val_images  # both shards
     assert result["conversion"]["gate"]["passed"] and result["conversion"]["agreement"]["images"] == val_images
-    assert len(records.read_jsonl(out / "metrics.jsonl")) == 1 and len(list((out / "wandb").glob("offline-run-*"))) == 1
+    assert len(files.read_jsonl(out / "metrics.jsonl")) == 1 and len(list((out / "wandb").glob("offline-run-*"))) == 1
 
 
 @pytest.mark.slow
@@ -255,8 +255,8 @@ def test_from_trial_gives_the_deploy_form_that_was_measured(finished: Path):
     """The model `from_trial` returns scores the recorded deploy top1 on the trial's own validation split."""
     from repvgg_search import from_trial
     from repvgg_search.data import build_loaders
-    from repvgg_search.engine import evaluate
     from repvgg_search.errors import BadInputError
+    from repvgg_search.training import evaluate
 
     taken = from_trial(finished)
     assert taken.form == "deploy" and taken.model.deploy and not taken.model.training
@@ -281,7 +281,7 @@ def test_the_same_command_line_twice_resumes(tmp_path: Path):
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not any(
-        map(records.read_jsonl, tmp_path.glob("outputs/trials/*/metrics.jsonl"))
+        map(files.read_jsonl, tmp_path.glob("outputs/trials/*/metrics.jsonl"))
     ):
         time.sleep(0.2)
     with hold_epochs(tmp_path):  # no third epoch can end before the signal arrives
@@ -293,4 +293,4 @@ def test_the_same_command_line_twice_resumes(tmp_path: Path):
     (folder,) = tmp_path.glob("outputs/trials/*")
     result = json.loads((folder / "result.json").read_text())
     assert folder.name == f"a0-full-s0-{result['trial_id']}" and result["resumes"] and result["resumes"][0] >= 1
-    assert [r["epoch"] for r in records.read_jsonl(folder / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["epoch"] for r in files.read_jsonl(folder / "metrics.jsonl")] == [1, 2, 3]

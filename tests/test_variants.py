@@ -13,7 +13,6 @@ from hydra import compose, initialize_config_dir
 
 from repvgg_search.config import CONF_DIR, register_configs
 from repvgg_search.data import DataConfig, build_loaders
-from repvgg_search.engine import TrainConfig, build_optimizer, build_scheduler, train_one_epoch
 from repvgg_search.models import (
     VARIANTS,
     ArchError,
@@ -25,6 +24,7 @@ from repvgg_search.models import (
     variant_spec,
 )
 from repvgg_search.profile import equivalence_error, randomize_bn_
+from repvgg_search.training import TrainConfig, build_optimizer, build_scheduler, train_one_epoch
 from repvgg_search.trial import settings_from_config
 
 GOLDEN = Path(__file__).with_name("golden") / "state_dict_keys.json"
@@ -100,7 +100,7 @@ def _compose(*overrides: str, conf: Path | None = None):
     register_configs()
     extra = [f"hydra.searchpath=[file://{conf}]"] if conf else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("trial", overrides=[*extra, *overrides])
+        return compose("train", overrides=[*extra, *overrides])
 
 
 @pytest.mark.slow

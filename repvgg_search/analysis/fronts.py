@@ -3,16 +3,14 @@ width-search study's Pareto set on the study's own objectives."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..search.settings import OBJECTIVES
+from ..schema import MAC_CONVENTION, OBJECTIVES, TrialRecord
 from .pareto import hypervolume, pareto_front, pareto_mask, reference_point, search_values
-from .schema import MAC_CONVENTION
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def setup_warnings(df: pd.DataFrame) -> list[str]:
 
 @dataclass(frozen=True)
 class Objective:
-    """A search objective (a name of `search.settings.OBJECTIVES`) as the report shows it."""
+    """A search objective (a name of `schema.OBJECTIVES`) as the report shows it."""
 
     name: str
     column: str  # the metric-table column holding the same figure
@@ -186,13 +184,13 @@ class SearchFront:
     points: pd.DataFrame  # the study's rows plus `value_<objective>` (display units), `candidate` and `pareto`
 
 
-def search_front(study: str, part: pd.DataFrame, results: Sequence[Mapping[str, Any]]) -> SearchFront:
+def search_front(study: str, part: pd.DataFrame, results: Sequence[TrialRecord]) -> SearchFront:
     """The Pareto set of one study: `part` holds its metric-table rows, `results` their records (same order).
 
     Objectives are those the records name (`search.objectives`); the candidates are the records
     `search_candidate` accepts, valued by their recorded `search.values`, exactly as `search.collect.pareto_table`
     does. Records naming no objectives (older ones) fall back to top1 vs deploy GMACs over completed trials."""
-    names = next((list(o) for r in results if (o := (r.get("search") or {}).get("objectives"))), None)
+    names = next((list(r.search.objectives) for r in results if r.search is not None and r.search.objectives), None)
     recorded = bool(names) and all(n in OBJECTIVES for n in names)
     objectives = [objective(n) for n in (names if recorded else LEGACY_OBJECTIVES)]
     if recorded:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
-from .schema import SCHEMA_VERSION, normalize_state
+from ..schema import READABLE_VERSIONS, RecordError, Status, TrialRecord, parse_record
 from .wandb_source import SourceError, offline_run_id, read_offline_runs, read_project
 
 __all__ = ["LoadResult", "SourceError", "load_records", "load_sources"]
@@ -25,7 +25,7 @@ SOURCE_HELP = "a sweep folder, a trial folder, a folder of wandb offline runs, o
 class LoadResult:
     """Records that passed the checks, what was left out and why, and where they came from."""
 
-    records: list[dict[str, Any]]
+    records: list[TrialRecord]
     skipped: list[tuple[str, str]]
     sources: list[str]
     notes: list[str] = field(default_factory=list)
@@ -39,12 +39,12 @@ def load_records(
 ) -> LoadResult:
     """All usable trial records of `source`, one per trial id; raise SourceError when nothing can be read."""
     try:
-        status = normalize_state(state) if state else None
+        status = Status.parse(state) if state else None
     except BadInputError as e:
         raise SourceError(str(e)) from None
     text = str(source)
     if text.startswith("wandb:"):
-        raw = read_project(text[len("wandb:") :], group=group, tags=tags, state=status)
+        raw = read_project(text[len("wandb:") :], group=group, tags=tags, state=status.value if status else None)
         result = LoadResult(records=raw, skipped=[], sources=[text])
         if not raw:
             raise SourceError(f"{text}: no runs matched (filters: {_filter_text(group, tags, status)})")
@@ -54,7 +54,7 @@ def load_records(
     result.skipped.extend(schema_skips)
     result.records, dup_notes = _dedupe(result.records)
     result.notes.extend(dup_notes)
-    result.filters = {k: v for k, v in {"group": group, "tags": tags, "state": status}.items() if v}
+    result.filters = {k: v for k, v in {"group": group, "tags": tags, "state": status and status.value}.items() if v}
     kept = [r for r in result.records if _matches(r, group, tags, status)]
     result.filtered_out = len(result.records) - len(kept)
     result.records = kept
@@ -70,7 +70,7 @@ def load_sources(sources: list[str | Path], **filters) -> LoadResult:
     for source, label in zip(sources, labels):
         one = load_records(source, **filters)
         for r in one.records:
-            r["_source"] = label
+            r.origin = {**(r.origin or {}), "source": label}
         merged.records += one.records
         merged.skipped += one.skipped
         merged.sources += one.sources
@@ -103,15 +103,15 @@ def _load_local(root: Path) -> LoadResult:
     if not results and not run_dirs:
         raise SourceError(f"no result.json files or wandb offline runs under {root} (expected {SOURCE_HELP})")
     records, skipped = _read_results(results)
-    local_ids = {r.get("trial_id") for r in records}
+    local_ids = {r.get("trial_id") for r in records}  # raw JSON objects here: parsed after merging
     to_read, notes = _select_offline_runs(run_dirs, local_ids)
     wb_records, wb_skipped = read_offline_runs(to_read)
     sweeps = [s for s in (_read_json(p)[0] for p in sweep_files) if isinstance(s, dict)]
     notes += [
         f"sweep {s.get('name')!r} has sweep.json schema_version {s.get('schema_version')}; this analysis reads "
-        f"{SCHEMA_VERSION} (its trials are checked one by one)"
+        f"{', '.join(map(str, READABLE_VERSIONS))} (its trials are checked one by one)"
         for s in sweeps
-        if s.get("schema_version") != SCHEMA_VERSION
+        if s.get("schema_version") not in READABLE_VERSIONS
     ]
     return LoadResult(records + wb_records, skipped + wb_skipped, [str(root)], notes, sweeps)
 
@@ -166,37 +166,45 @@ def _select_offline_runs(run_dirs: list[Path], local_ids: set) -> tuple[list[Pat
     return [d for i, d in newest.items() if i not in local_ids], notes
 
 
-def _check_schema(records: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+def _check_schema(records: list[dict]) -> tuple[list[TrialRecord], list[tuple[str, str]]]:
+    """Each raw record parsed against the schema (older versions upgraded); the others skipped with the reason."""
     ok, skipped = [], []
     for r in records:
-        where = r.get("_origin", {}).get("where", "?")
-        version = r.get("schema_version")
-        if version is None:
-            state = r.get("_origin", {}).get("wandb_state")
+        origin = r.pop("_origin", {})
+        where = origin.get("where", "?")
+        if r.get("schema_version") is None:
+            state = origin.get("wandb_state")
             suffix = f" (wandb run state: {state})" if state else ""
             skipped.append((where, "no schema_version: not a repvgg-search trial record" + suffix))
-        elif version != SCHEMA_VERSION:
-            skipped.append(
-                (where, f"schema_version {version}: this analysis reads schema_version {SCHEMA_VERSION} only")
-            )
-        elif not r.get("trial_id"):
+            continue
+        if r.get("schema_version") not in READABLE_VERSIONS:
+            readable = ", ".join(map(str, READABLE_VERSIONS))
+            skipped.append((where, f"schema_version {r.get('schema_version')}: this analysis reads {readable}"))
+            continue
+        if not r.get("trial_id"):
             skipped.append((where, "no trial_id"))
-        else:
-            ok.append(r)
+            continue
+        try:  # a wandb run's summary holds keys of its own (its epoch metrics): only record fields are read
+            typed = parse_record(r, where=where, extra="ignore" if origin.get("kind") != "result.json" else "forbid")
+        except RecordError as e:
+            skipped.append((where, f"does not fit the record schema: {e}"))
+            continue
+        typed.origin = origin
+        ok.append(typed)
     return ok, skipped
 
 
-def _dedupe(records: list[dict]) -> tuple[list[dict], list[str]]:
+def _dedupe(records: list[TrialRecord]) -> tuple[list[TrialRecord], list[str]]:
     """One record per trial id: local before wandb, completed before anything else, then first found."""
-    by_id: dict[str, list[dict]] = {}
+    by_id: dict[str, list[TrialRecord]] = {}
     for r in records:
-        by_id.setdefault(r["trial_id"], []).append(r)
+        by_id.setdefault(r.trial_id, []).append(r)
     kept, dropped = [], Counter()
     for copies in by_id.values():
-        copies.sort(key=lambda r: (_ORIGIN_RANK.get(r["_origin"]["kind"], 9), r.get("status") != "completed"))
+        copies.sort(key=lambda r: (_ORIGIN_RANK.get(r.origin["kind"], 9), r.status is not Status.COMPLETED))
         kept.append(copies[0])
         for c in copies[1:]:
-            dropped[(c["_origin"]["kind"], copies[0]["_origin"]["kind"])] += 1
+            dropped[(c.origin["kind"], copies[0].origin["kind"])] += 1
     notes = [
         f"{n} duplicate record(s) from {lost} dropped in favour of the copy from {won}"
         for (lost, won), n in sorted(dropped.items())
@@ -204,9 +212,9 @@ def _dedupe(records: list[dict]) -> tuple[list[dict], list[str]]:
     return kept, notes
 
 
-def _matches(r: dict, group: str | None, tags: list[str] | None, status: str | None) -> bool:
-    if group and r.get("group") != group:
+def _matches(r: TrialRecord, group: str | None, tags: list[str] | None, status: Status | None) -> bool:
+    if group and r.group != group:
         return False
-    if tags and not set(tags) <= set(r.get("tags") or []):
+    if tags and not set(tags) <= set(r.tags or []):
         return False
-    return not (status and r.get("status") != status)
+    return not (status and r.status is not status)

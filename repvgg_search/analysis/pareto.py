@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+
+from ..schema import Status, TrialRecord
 
 
 def _to_max(points: ArrayLike, maximize: Sequence[bool]) -> np.ndarray:
@@ -125,22 +126,27 @@ def hypervolume_progress(
     return out
 
 
-def search_candidate(result: Mapping[str, Any]) -> bool:
+def search_candidate(result: TrialRecord) -> bool:
     """Whether a width-search trial record counts for its study's Pareto set: completed, trained to the end by the
-    search (its `search.kind` is "trained": not pruned, diverged, failed or skipped) and within every budget.
+    search (its `search.kind` is completed: not pruned, diverged, failed or skipped) and within every budget.
 
     The one rule behind both the search's pareto.csv (`search.collect.pareto_table`) and the report's Pareto set.
     """
-    search = result.get("search") or {}
-    return result.get("status") == "completed" and search.get("kind") == "trained" and bool(search.get("feasible"))
+    search = result.search
+    return (
+        result.status is Status.COMPLETED
+        and search is not None
+        and search.kind is Status.COMPLETED
+        and bool(search.feasible)
+    )
 
 
-def search_values(results: Sequence[Mapping[str, Any]], n_objectives: int) -> np.ndarray:
+def search_values(results: Sequence[TrialRecord], n_objectives: int) -> np.ndarray:
     """(n, `n_objectives`) recorded objective values (`search.values`) of the records `search_candidate` accepts;
     a row of NaN for any other record (so `pareto_mask` leaves it off)."""
     out = np.full((len(results), n_objectives), np.nan)
     for i, r in enumerate(results):
-        values = (r.get("search") or {}).get("values")
+        values = r.search.values if r.search is not None else None
         if search_candidate(r) and isinstance(values, list | tuple) and len(values) == n_objectives:
             out[i] = [np.nan if v is None else float(v) for v in values]
     return out

@@ -1,9 +1,7 @@
-"""Build the report (report.md, report.html, PNGs, trials.csv) from a source; `python -m analysis.report --help`."""
+"""Build the report (report.md, report.html, PNGs, trials.csv) from a source; its command is `analysis/cli.py`."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import records
+from .. import files
 from ..errors import BadInputError
+from ..schema import MAC_CONVENTION, TrialRecord
 from . import plots
 from .ablation import ABLATION_DIGITS, ABLATION_TITLES, ablation_tables, reference_caption
 from .document import Bullets, Document, Figure, Heading, Table, Text, render_html, render_markdown
@@ -28,11 +27,10 @@ from .fronts import (
     search_front,
     setup_warnings,
 )
-from .load import SOURCE_HELP, LoadResult, load_records, load_sources
+from .load import LoadResult, load_records, load_sources
 from .pareto import hypervolume_progress
 from .quant import QUANT_DIGITS, quant_caption, quant_table
 from .reference import figure1_points
-from .schema import MAC_CONVENTION
 from .tables import metric_table, trial_hover
 
 MAX_SKIPPED_ROWS = 50  # the full list is in trials.csv/skipped.csv; the page shows the first ones
@@ -68,10 +66,11 @@ def build_report(
 
     Several sources go into one report, each trial labelled with its source (column `source`)."""
     sources = source if isinstance(source, list) else [source]
-    return _build(sources, Path(outdir), group=group, tags=tags, state=state).outdir / "report.md"
+    return build(sources, Path(outdir), group=group, tags=tags, state=state).outdir / "report.md"
 
 
-def _build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
+def build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
+    """The report of `sources` in `outdir`, with what it read and left out (`build_report` returns its path)."""
     if outdir.exists() and not outdir.is_dir():
         raise ReportError(f"-o {outdir} is a file, not a folder; choose another output folder")
     loaded = load_records(sources[0], **filters) if len(sources) == 1 else load_sources(sources, **filters)
@@ -91,13 +90,13 @@ def _build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
     _edf_section(doc, df, outdir)
     _width_search_section(doc, df, loaded.records, outdir)
     _paper_section(doc, fronts, outdir)
-    files = [outdir / b.png for b in doc.blocks if isinstance(b, Figure)]
-    records.write_text(outdir / "report.md", render_markdown(doc))
-    records.write_text(outdir / "report.html", render_html(doc))
-    records.write_csv(outdir / "trials.csv", df.drop(columns="hover"))
-    records.write_csv(outdir / "skipped.csv", pd.DataFrame(loaded.skipped, columns=["where", "why"]))
-    files += [outdir / n for n in ("report.md", "report.html", "trials.csv", "skipped.csv")]
-    return Outputs(outdir, files, loaded, left)
+    written = [outdir / b.png for b in doc.blocks if isinstance(b, Figure)]
+    files.write_text(outdir / "report.md", render_markdown(doc))
+    files.write_text(outdir / "report.html", render_html(doc))
+    files.write_csv(outdir / "trials.csv", df.drop(columns="hover"))
+    files.write_csv(outdir / "skipped.csv", pd.DataFrame(loaded.skipped, columns=["where", "why"]))
+    written += [outdir / n for n in ("report.md", "report.html", "trials.csv", "skipped.csv")]
+    return Outputs(outdir, written, loaded, left)
 
 
 def _nothing_usable(source: str | Path, loaded: LoadResult) -> str:
@@ -219,7 +218,7 @@ def _edf_section(doc: Document, df: pd.DataFrame, outdir: Path) -> None:
         doc.add(Table(edf_table(curves), digits=2))
 
 
-def _width_search_section(doc: Document, df: pd.DataFrame, results: list[dict], outdir: Path) -> None:
+def _width_search_section(doc: Document, df: pd.DataFrame, results: list[TrialRecord], outdir: Path) -> None:
     """Per study: its candidates, its Pareto set on its own objectives (as pareto.csv has it), its progress."""
     searched = df[df["search_study"].notna()]
     if searched.empty:
@@ -308,36 +307,7 @@ def _paper_section(doc: Document, fronts: list[Front], outdir: Path) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__)
-    p.add_argument(
-        "source", nargs="+", help=f"{SOURCE_HELP}; several sources go into one report (their EDFs side by side)"
-    )
-    p.add_argument("-o", "--outdir", required=True, type=Path, help="folder for report.md, report.html, PNGs")
-    p.add_argument("--group", help="only runs of this group (sweep or study name)")
-    p.add_argument("--tag", action="append", dest="tags", help="only runs with this tag (repeat: all must match)")
-    p.add_argument("--state", help="only trials with this status (completed, failed, ...; wandb's finished, ...)")
-    return p
+if __name__ == "__main__":  # `python -m repvgg_search.analysis.report`, as documented: the command lives in cli.py
+    from .cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: build the report, print where it went and what it left out."""
-    args = _parser().parse_args(argv)
-    try:
-        out = _build(args.source, args.outdir, group=args.group, tags=args.tags, state=args.state)
-    except BadInputError as e:  # SourceError, ReportError, an unknown --state
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(out.files)} files to {out.outdir}: report.md, report.html, {len(out.files) - 4} PNG figures")
-    print(f"trials in the report: {len(out.loaded.records)}; records left out entirely: {len(out.loaded.skipped)}")
-    for where, why in out.loaded.skipped[:10]:
-        print(f"  left out {where}: {why}")
-    for row in out.left_out.itertuples(index=False):
-        print(f"  off the '{row.front}' fronts: {row.trials} ({row.reason})")
-    for note in out.loaded.notes:
-        print(f"  note: {note}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

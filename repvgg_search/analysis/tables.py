@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..schema import lookup
+from ..schema import COLUMNS, ArchBlock, SpeedFigure, TrialRecord, lookup, parse_record
 
 ID_COLUMNS = ["trial_id", "status", "group", "preset", "variant", "seed", "data", "epochs"]
 METRIC_COLUMNS = ["top1", "deploy_top1", "train_top1", "loss"]
@@ -19,7 +19,7 @@ SEARCH_COLUMNS = ["search_study", "search_number", "search_feasible", "search_st
 ORIGIN_COLUMNS = ["error", "origin", "where", "source"]
 # INT8 post-training quantization (quant.ptq=true): top1, drop from the float top1, speed in onnxruntime (CPU).
 QUANT_COLUMNS = ["int8_top1", "quant_drop", "int8_images_per_s", "float_ort_images_per_s", "int8_speedup"]
-COLUMNS = [
+TABLE_COLUMNS = [
     *ID_COLUMNS,
     *METRIC_COLUMNS,
     *SIZE_COLUMNS,
@@ -42,87 +42,65 @@ def _join(values: Any) -> str | None:
     return "-".join(str(v) for v in values) if isinstance(values, list | tuple) else values
 
 
-def speed_setup(speed: dict[str, Any] | None) -> str | None:
+def speed_setup(speed: SpeedFigure | None) -> str | None:
     """One label per measurement setup; speeds with different labels are never compared."""
-    if not speed or (speed.get("images_per_s") is None and speed.get("latency_ms") is None):
+    if speed is None or (speed.images_per_s is None and speed.latency_ms is None):
         return None
-    device = speed.get("device") or "unknown device"
-    name = speed.get("device_name") or "unnamed"
-    threads = f", {speed['threads']} threads" if device == "cpu" and speed.get("threads") else ""
-    layout = ", channels_last" if speed.get("channels_last") else ""
-    tf32 = ", TF32" if speed.get("tf32") else ""
-    protocol = f"{speed['protocol']}: " if speed.get("protocol") else ""  # records older than protocols have none
-    runtime = f" | {speed['runtime']}" if speed.get("runtime") not in (None, "eager") else ""  # runtimes never mix
+    device = speed.device or "unknown device"
+    name = speed.device_name or "unnamed"
+    threads = f", {speed.threads} threads" if device == "cpu" and speed.threads else ""
+    layout = ", channels_last" if speed.channels_last else ""
+    tf32 = ", TF32" if speed.tf32 else ""
+    protocol = f"{speed.protocol}: " if speed.protocol else ""  # records older than protocols have none
+    runtime = f" | {speed.runtime}" if speed.runtime not in (None, "eager") else ""  # runtimes never mix
     return (
-        f"{protocol}{device} ({name}{threads}) | batch {speed.get('batch_size')} | {_dims(speed.get('input_size'))} | "
-        f"{speed.get('dtype')}{tf32}{layout}{runtime}"
+        f"{protocol}{device} ({name}{threads}) | batch {speed.batch_size} | {_dims(speed.input_size)} | "
+        f"{speed.dtype}{tf32}{layout}{runtime}"
     )
 
 
-def _row(rec: dict[str, Any]) -> dict[str, Any]:
-    arch, sp, cx, search = rec.get("arch") or {}, rec.get("speed") or {}, rec.get("complexity") or {}, rec.get("search")
-    converted = lookup(rec, ("conversion", "converted"))
-    train_form = converted is False or sp.get("form") == "train"
-    return {
-        "trial_id": rec.get("trial_id"),
-        "status": rec.get("status"),
-        "group": rec.get("group"),
-        "preset": arch.get("preset") or lookup(rec, ("config", "model", "name")),
-        "variant": arch.get("variant") or lookup(rec, ("config", "variant", "name")),
-        "seed": rec.get("seed", lookup(rec, ("config", "seed"))),
-        "data": lookup(rec, ("config", "data", "name")),
-        "epochs": lookup(rec, ("metrics", "epochs")) or lookup(rec, ("config", "train", "epochs")),
-        **{k: lookup(rec, ("metrics", k)) for k in ("top1", "deploy_top1", "train_top1", "loss")},
-        "deploy_macs": lookup(cx, ("deploy", "macs")),
-        "deploy_params": lookup(cx, ("deploy", "params")),
-        "train_macs": lookup(cx, ("train", "macs")),
-        "train_params": lookup(cx, ("train", "params")),
-        "macs_input": _dims(cx.get("input_size")),
-        **{k: sp.get(k) for k in ("images_per_s", "latency_ms", "latency_ms_iqr", "device", "device_name")},
-        **{k: sp.get(k) for k in ("threads", "batch_size", "dtype")},
-        "speed_form": sp.get("form"),
-        "form": "train" if train_form else "deploy",
-        "converted": converted,
-        "max_abs_error": lookup(rec, ("conversion", "max_abs_error")),
-        "speed_input": _dims(sp.get("input_size")),
-        "speed_setup": speed_setup(sp),
-        **{k: arch.get(k) for k in ("a", "b", "groups", "use_se")},
-        "depths": _join(arch.get("depths")),
-        "grouped_layers": _join(arch.get("grouped_layers")),
-        **_search_cols(search),
-        **_quant_cols(rec.get("quant") or {}),
-        "error": rec.get("error"),
-        "origin": lookup(rec, ("_origin", "kind")),
-        "where": lookup(rec, ("_origin", "where")),
-        "source": rec.get("_source"),
-    }
+def _row(rec: TrialRecord) -> dict[str, Any]:
+    """One table row: the schema's columns (`schema.COLUMNS`), then the ones derived from several fields."""
+    row: dict[str, Any] = {name: lookup(rec, path) for name, path in COLUMNS.items()}
+    arch, cfg, speed, origin = rec.arch or ArchBlock(), rec.config or {}, rec.speed, rec.origin or {}
+    values = lookup(rec, ("search", "values"))
+    row.update(
+        status=rec.status.value,
+        preset=arch.preset or lookup(cfg, ("model", "name")),
+        variant=arch.variant or lookup(cfg, ("variant", "name")),
+        seed=rec.seed if rec.seed is not None else lookup(cfg, ("seed",)),
+        data=lookup(cfg, ("data", "name")),
+        epochs=lookup(rec, ("metrics", "epochs")) or lookup(cfg, ("train", "epochs")),
+        macs_input=_dims(lookup(rec, ("complexity", "input_size"))),
+        form="train" if row["converted"] is False or row["speed_form"] == "train" else "deploy",
+        speed_input=_dims(speed.input_size if speed else None),
+        speed_setup=speed_setup(speed),
+        depths=_join(arch.depths),
+        grouped_layers=_join(arch.grouped_layers),
+        search_values=", ".join(f"{v:.4g}" for v in values) if isinstance(values, list) else None,
+        origin=origin.get("kind"),
+        where=origin.get("where"),
+        source=origin.get("source"),
+    )
+    return row
 
 
-def _quant_cols(q: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "int8_top1": q.get("int8_top1"),
-        "quant_drop": q.get("drop"),
-        "int8_images_per_s": lookup(q, ("int8_speed", "images_per_s")),
-        "float_ort_images_per_s": lookup(q, ("float_speed", "images_per_s")),
-        "int8_speedup": q.get("int8_speedup"),
-    }
+def as_record(rec: TrialRecord | dict[str, Any]) -> TrialRecord:
+    """A typed record from a typed one or its JSON form (a loader's `_origin`/`_source` keys become its origin)."""
+    if isinstance(rec, TrialRecord):
+        return rec
+    typed = parse_record(rec, extra="ignore")
+    origin = dict(rec.get("_origin") or {})
+    if rec.get("_source") is not None:
+        origin["source"] = rec["_source"]
+    typed.origin = origin or None
+    return typed
 
 
-def _search_cols(search: dict[str, Any] | None) -> dict[str, Any]:
-    s = search or {}
-    values = s.get("values")
-    return {
-        "search_study": s.get("study"),
-        "search_number": s.get("number"),
-        "search_feasible": s.get("feasible"),
-        "search_state": s.get("state"),
-        "search_values": ", ".join(f"{v:.4g}" for v in values) if isinstance(values, list) else None,
-    }
-
-
-def metric_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per trial with flat columns (raw units: MACs and params are counts, top1 in percent)."""
-    df = pd.DataFrame([_row(r) for r in records], columns=COLUMNS)
+def metric_table(records: list[TrialRecord | dict[str, Any]]) -> pd.DataFrame:
+    """One row per trial with flat columns (raw units: MACs and params are counts, top1 in percent); records are
+    typed (`schema.TrialRecord`) or their JSON form."""
+    df = pd.DataFrame([_row(as_record(r)) for r in records], columns=TABLE_COLUMNS)
     numeric = ["top1", "deploy_top1", "train_top1", "loss", "deploy_macs", "deploy_params", "train_macs"]
     numeric += ["train_params", "images_per_s", "latency_ms", "latency_ms_iqr", "a", "b", *QUANT_COLUMNS]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
+from ..schema import Status
 from ..tracking import has_credentials
-from .schema import STATE_ALIASES
 
 OFFLINE_RUN_RE = re.compile(r"^offline-run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)$")
 # wandb 0.31's default server, and the W&B API it forwards to (`wandb login` may have stored either).
@@ -93,7 +93,7 @@ def server_filters(group: str | None, tags: list[str] | None, state: str | None)
         conds.append({"group": group})
     conds.extend({"tags": {"$in": [t]}} for t in tags or [])
     if state:
-        conds.append({"summary_metrics.status": STATE_ALIASES.get(state, state)})
+        conds.append({"summary_metrics.status": Status.parse(state).value})
     if not conds:
         return {}
     return conds[0] if len(conds) == 1 else {"$and": conds}

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT, BadInputError
-from .export import FORMATS, TOLERANCE, ExportError, export_trial
+from ..trial.export import export_trial
+from .export import FORMATS, TOLERANCE, ExportError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Export a finished trial's deploy form: ONNX (checked in onnxruntime) and `torch.export` (a .pt2 program), each
-checked against the PyTorch model's outputs and recorded in the trial's `result.json` (`export` block)."""
+"""Export a model: ONNX (checked in onnxruntime) and `torch.export` (a .pt2 program), each checked against the
+PyTorch model's own outputs. A finished trial's export (`trial.export.export_trial`) records them in its result.json."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import records
 from ..errors import BadInputError
-from ..locks import holding
-from ..records import EXPORT_DIR
-from ..trial.artifact import TrialModel, from_trial
-from ..trial.folder import LOCK
-from .onnx_io import export_onnx, onnx_session, relative_error, run_onnx
+from ..models import output_error
+from .onnx_io import export_onnx, onnx_session, run_onnx
 
 FORMATS = ("onnx", "torch_export")
 FILES = {"onnx": "deploy.onnx", "torch_export": "deploy.pt2"}
@@ -48,7 +44,7 @@ def export_model(
     model: nn.Module, input_size: tuple[int, int, int], folder: Path, formats=FORMATS, tolerance: float = TOLERANCE
 ) -> dict[str, Any]:
     """Export `model` into `folder` in each format and check each against the model's own outputs on one fixed
-    batch (float32, CPU; relative error as `onnx_io.relative_error`); returns {format: {file, max_rel_error, ...}}."""
+    batch (float32, CPU; relative error as `models.output_error`); returns {format: {file, max_rel_error, ...}}."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise BadInputError(f"export formats {list(formats)}: allowed: {', '.join(FORMATS)}")
@@ -64,32 +60,21 @@ def export_model(
             export_program(model, input_size, path)
             with torch.no_grad():
                 exported = torch.export.load(str(path)).module()(x).numpy()
-        error = relative_error(reference, exported)
+        error = output_error(reference, exported)["max_rel_error"]
         out[fmt] = {"file": path.name, "max_rel_error": error, "tolerance": tolerance, "passed": error <= tolerance,
                     "checked_on": [len(x), *input_size], "seconds": time.perf_counter() - t0}  # fmt: skip
     return out
 
 
-def export_trial(path: str | Path, formats=FORMATS, tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """Export a completed trial's deploy form into `<trial>/export/` and record it in its `result.json`; raises
-    ExportError (after recording) when an export differs from PyTorch by more than `tolerance`."""
-    taken: TrialModel = from_trial(path)
-    with holding(taken.path / LOCK):  # nothing trains in the folder while its record is rewritten
-        found = export_model(taken.model, taken.input_size, taken.path / EXPORT_DIR, formats, tolerance)
-        for block in found.values():
-            block["file"] = f"{EXPORT_DIR}/{block['file']}"
-        record = records.read_json(taken.path / records.RESULT)
-        record["export"] = {**(record.get("export") or {}), **found, "form": taken.form,
-                            "versions": _versions()}  # fmt: skip
-        records.write_json(taken.path / records.RESULT, record)
-    failed = {f: b["max_rel_error"] for f, b in found.items() if not b["passed"]}
-    if failed:
-        raise ExportError(f"exports of {taken.path} differ from PyTorch by more than {tolerance:g}: {failed}")
-    return found
+def __getattr__(name: str) -> Any:
+    """`deploy.export.export_trial`: deprecated (it moved to `trial.export` with the trial it records into);
+    resolved lazily, removed in 0.3."""
+    if name == "export_trial":
+        import warnings
 
+        warnings.warn("repvgg_search.deploy.export.export_trial is now repvgg_search.trial.export.export_trial; the "
+                      "old path goes in 0.3", DeprecationWarning, stacklevel=2)  # fmt: skip
+        from ..trial.export import export_trial
 
-def _versions() -> dict[str, str | None]:
-    import onnx
-    import onnxruntime
-
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+        return export_trial
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -60,8 +60,3 @@ def onnx_session(path: Path, threads: int | None = None) -> Any:
 def run_onnx(session: Any, x: torch.Tensor | np.ndarray) -> np.ndarray:
     array = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x
     return session.run([OUTPUT], {INPUT: np.ascontiguousarray(array, dtype=np.float32)})[0]
-
-
-def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
-    """max|reference - other| / max|reference| (the conversion gate's measure)."""
-    return float(np.abs(reference - other).max() / max(float(np.abs(reference).max()), 1e-30))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInputError, check_int
-from ..records import EXPORT_DIR
+from ..files import EXPORT_DIR
 from .onnx_io import INPUT, export_onnx, onnx_session, run_onnx
 
 _log = logging.getLogger(__name__)

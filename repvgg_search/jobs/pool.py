@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import records
+from .. import files
 from .launchers import Launcher
 
 _log = logging.getLogger(__name__)
@@ -53,10 +53,10 @@ class JobLog:
 
     def append(self, key: Hashable, job_id: str, launcher: str, attempt: int) -> None:
         row = {self.key: key, "job_id": job_id, "launcher": launcher, "attempt": attempt, "time": time.time()}
-        records.append_jsonl(self.path, row)
+        files.append_jsonl(self.path, row)
 
     def rows(self) -> list[dict[str, Any]]:
-        return records.read_jsonl(self.path)
+        return files.read_jsonl(self.path)
 
     def by_key(self) -> dict[Any, list[dict[str, Any]]]:
         """Every submission of every key, oldest first."""

@@ -7,7 +7,17 @@ from torch import nn
 from .arch import PRESETS, ArchConfig, arch_config, default_grouped_layers, list_models
 from .checkpoint import load_state_dict
 from .errors import ArchError, NotReparameterizableError
-from .repvgg import STAGE_BUILDERS, RepVGG, build_model, paired_init_, register_stage_block, reparameterize_model
+from .repvgg import (
+    STAGE_BUILDERS,
+    RepVGG,
+    build_model,
+    equivalence_error,
+    output_error,
+    paired_init_,
+    randomize_bn_,
+    register_stage_block,
+    reparameterize_model,
+)
 from .variants import VARIANTS, BlockSpec, list_variants, variant_spec
 
 __all__ = [
@@ -23,10 +33,13 @@ __all__ = [
     "build_model",
     "create_model",
     "default_grouped_layers",
+    "equivalence_error",
     "list_models",
     "list_variants",
     "load_state_dict",
+    "output_error",
     "paired_init_",
+    "randomize_bn_",
     "register_stage_block",
     "reparameterize_model",
     "variant_spec",

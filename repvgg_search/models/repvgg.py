@@ -6,6 +6,7 @@ import copy
 import hashlib
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -144,3 +145,36 @@ def _convert(module: nn.Module) -> nn.Module:
     new._buffers = {k: None if b is None else b.clone() for k, b in module._buffers.items()}
     new._modules = {name: None if child is None else _convert(child) for name, child in module._modules.items()}
     return new
+
+
+def output_error(reference: Tensor | np.ndarray, other: Tensor | np.ndarray) -> dict[str, float]:
+    """How far `other` is from `reference` (e.g. a deploy form's or an exported model's logits from the train form's):
+    `max_abs_error` = max|reference - other| and `max_rel_error` = that over max|reference|, in float64. The one
+    measure of the conversion gate, the equivalence checks and every export check."""
+    ref, out = (np.asarray(v.detach().cpu().double() if isinstance(v, Tensor) else v, np.float64) for v in (reference, other))
+    abs_err = float(np.abs(ref - out).max()) if ref.size else 0.0
+    return {"max_abs_error": abs_err, "max_rel_error": abs_err / max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-30)}
+
+
+@torch.no_grad()
+def equivalence_error(train_model: nn.Module, deploy_model: nn.Module, x: Tensor) -> dict[str, float]:
+    """`output_error` of the two forms' outputs on `x`, both in eval mode (the train form's mode is restored)."""
+    was_training = train_model.training
+    train_model.eval()
+    y_train, y_deploy = train_model(x), deploy_model.eval()(x)
+    train_model.train(was_training)
+    return output_error(y_train, y_deploy)
+
+
+def randomize_bn_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Give every BatchNorm random running statistics and affine parameters (for equivalence checks)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            shape = m.running_mean.shape
+            kw = {"generator": generator, "dtype": m.running_mean.dtype}
+            m.running_mean.copy_(torch.rand(shape, **kw) - 0.5)
+            m.running_var.copy_(torch.rand(shape, **kw) * 1.5 + 0.5)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(shape, **kw) + 0.5)
+                m.bias.data.copy_(torch.rand(shape, **kw) - 0.5)
+    return model

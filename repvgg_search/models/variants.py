@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..presets import changed_label, load_presets
 from .errors import ArchError
 
 BRANCHES = ("3x3", "1x1", "1x3", "3x1", "identity")  # in the order a block sums them
@@ -105,8 +104,7 @@ class BlockSpec:
         if known is None or known == self:
             return self.name
         theirs, ours = known.structure(), self.structure()
-        changed = [f"{k}={_show(v)}" for k, v in ours.items() if theirs[k] != v]
-        return f"{self.name}+{','.join(changed)}"
+        return changed_label(self.name, {k: v for k, v in ours.items() if theirs[k] != v})
 
     def check_depths(self, depths: tuple[int, ...]) -> None:
         """Raise ArchError when the stage layout cannot be laid out on `depths`."""
@@ -116,14 +114,6 @@ class BlockSpec:
                 f"variant {self.name!r} pairs layers into 2-layer residual blocks in stage(s) {odd} "
                 f"(variant.layout={list(self.layout)}), so those stages need even depths; got depths={list(depths)}"
             )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ",".join(map(str, value)) + "]"
-    return str(value)
 
 
 def _validate(spec: BlockSpec) -> None:
@@ -163,18 +153,7 @@ _ORDER = ["full", "no_identity", "no_1x1", "no_branches", "identity_no_bn", "pos
           "diracnet", "trivial", "acb", "residual_reorg"]  # fmt: skip
 
 
-def _load_registry() -> dict[str, BlockSpec]:
-    specs = {}
-    for path in sorted(VARIANT_DIR.glob("*.yaml")):
-        spec = BlockSpec(**(yaml.safe_load(path.read_text()) or {}))
-        if spec.name != path.stem:
-            raise ArchError(f"{path}: name {spec.name!r} differs from the file name (expected {path.stem!r})")
-        specs[spec.name] = spec
-    rank = {name: i for i, name in enumerate(_ORDER)}
-    return dict(sorted(specs.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
-
-
-VARIANTS: Mapping[str, BlockSpec] = _load_registry()
+VARIANTS: Mapping[str, BlockSpec] = load_presets(VARIANT_DIR, lambda fields: BlockSpec(**fields), order=_ORDER)
 
 
 def list_variants() -> list[str]:

@@ -2,10 +2,11 @@
 spread), and the `python -m repvgg_search.profile` table of train form vs deploy form."""
 
 from ..devices import device_name, resolve_device
+from ..models import equivalence_error, randomize_bn_  # their home is beside the fusion; kept here for callers
 from ..schema import MAC_CONVENTION
 from .complexity import arch_sizes, complexity, meta_complexity
 from .protocols import DTYPES, PROTOCOLS, SpeedError, SpeedProtocol, list_protocols, resolve_protocol
-from .speed import equivalence_error, measure, randomize_bn_, throughput
+from .speed import measure, throughput
 
 __all__ = [
     "DTYPES",

@@ -12,12 +12,11 @@ from rich.table import Table
 from ..config import ProfileConfig, plain_dict, register_configs, to_arch
 from ..devices import resolve_device
 from ..entry import hydra_entry
-from ..models import ArchConfig, build_model, list_models, load_state_dict, reparameterize_model
-from ..schema import MAC_CONVENTION
+from ..models import ArchConfig, build_model, equivalence_error, list_models, load_state_dict, reparameterize_model
+from ..schema import MAC_CONVENTION, SpeedFigure
 from .complexity import complexity
+from .figures import speed_figure
 from .protocols import SpeedProtocol, resolve_protocol
-from .speed import equivalence_error
-from .stage import speed_figure
 
 register_configs()
 
@@ -43,14 +42,14 @@ def profile_arch(
     return out
 
 
-def _table(results: list[dict[str, Any]], speed: dict[str, Any]) -> Table:
-    layout = "channels_last" if speed["channels_last"] else "NCHW"
-    tf32 = "" if speed["tf32"] is None else f", TF32 {'on' if speed['tf32'] else 'off'}"
+def _table(results: list[dict[str, Any]], speed: SpeedFigure) -> Table:
+    layout = "channels_last" if speed.channels_last else "NCHW"
+    tf32 = "" if speed.tf32 is None else f", TF32 {'on' if speed.tf32 else 'off'}"
     title = (
-        f"train vs deploy form; MACs: {MAC_CONVENTION}, at 3x224x224; speed: protocol {speed['protocol']}, batch "
-        f"{speed['batch_size']}, {'x'.join(map(str, speed['input_size']))}, {speed['dtype']}{tf32}, {layout}, "
-        f"median of {len(speed['rounds_images_per_s'])} rounds, {speed['device_name']} ({speed['device']}, "
-        f"{speed['threads']} threads)"
+        f"train vs deploy form; MACs: {MAC_CONVENTION}, at 3x224x224; speed: protocol {speed.protocol}, batch "
+        f"{speed.batch_size}, {'x'.join(map(str, speed.input_size))}, {speed.dtype}{tf32}, {layout}, "
+        f"median of {len(speed.rounds_images_per_s)} rounds, {speed.device_name} ({speed.device}, "
+        f"{speed.threads} threads)"
     )
     table = Table(title=title, title_justify="left")
     cols = (
@@ -81,9 +80,9 @@ def _table(results: list[dict[str, Any]], speed: dict[str, Any]) -> Table:
                 form,
                 f"{c['params'] / 1e6:.2f}",
                 f"{c['macs'] / 1e9:.2f}",
-                f"{s['images_per_s']:.1f}",
-                f"{s['spread']:.3f}" + ("" if s["reliable"] else " (unreliable)"),
-                f"{s['latency_ms']:.1f}",
+                f"{s.images_per_s:.1f}",
+                f"{s.spread:.3f}" + ("" if s.reliable else " (unreliable)"),
+                f"{s.latency_ms:.1f}",
                 err,
             )
     return table

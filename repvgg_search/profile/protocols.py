@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ..errors import BadInputError, check_int
+from ..presets import changed_label, load_presets
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 RUNTIMES = ("eager", "compile", "onnxruntime")  # PyTorch eager | torch.compile (inductor) | onnxruntime CPU
@@ -95,16 +95,7 @@ def _validate(p: SpeedProtocol) -> None:
             raise SpeedError(f"speed.{key}={getattr(p, key)!r} must be true or false")
 
 
-def _load() -> dict[str, SpeedProtocol]:
-    out = {}
-    for path in sorted(PROTOCOL_DIR.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
-        if path.stem != AUTO:
-            out[path.stem] = SpeedProtocol(**data)
-    return out
-
-
-PROTOCOLS: Mapping[str, SpeedProtocol] = _load()
+PROTOCOLS: Mapping[str, SpeedProtocol] = load_presets(PROTOCOL_DIR, lambda fields: SpeedProtocol(**fields), skip=[AUTO])
 
 
 def resolve_protocol(value: str | Mapping[str, Any] | SpeedProtocol, device: torch.device) -> SpeedProtocol:
@@ -120,16 +111,9 @@ def resolve_protocol(value: str | Mapping[str, Any] | SpeedProtocol, device: tor
         fields["name"] = name
     protocol = SpeedProtocol(**{**(PROTOCOLS[name].fields() if name in PROTOCOLS else {}), **fields})
     if name in PROTOCOLS and protocol != PROTOCOLS[name]:  # a named protocol with changes is another protocol
-        changed = [k for k, v in protocol.fields().items() if v != getattr(PROTOCOLS[name], k)]
-        protocol = dataclasses.replace(
-            protocol, name=f"{name}+{','.join(f'{k}={_show(protocol, k)}' for k in changed)}"
-        )
+        changed = {k: v for k, v in protocol.fields().items() if v != getattr(PROTOCOLS[name], k)}
+        protocol = dataclasses.replace(protocol, name=changed_label(name, changed))
     return protocol
-
-
-def _show(p: SpeedProtocol, key: str) -> str:
-    value = getattr(p, key)
-    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def list_protocols() -> list[str]:

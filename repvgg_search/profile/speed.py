@@ -19,7 +19,7 @@ from torch import nn
 from ..devices import cpu_cores, cuda_flags, device_key, environment, resolve_device
 from .protocols import DTYPES, SpeedError, SpeedProtocol
 
-__all__ = ["DTYPES", "equivalence_error", "measure", "measure_onnx", "randomize_bn_", "throughput"]
+__all__ = ["DTYPES", "measure", "measure_onnx", "throughput"]
 
 
 def measure(
@@ -206,28 +206,3 @@ def _timed_call(call: Callable[[], Any], dev: torch.device) -> float:
     t0 = time.perf_counter()
     call()
     return time.perf_counter() - t0
-
-
-@torch.no_grad()
-def equivalence_error(train_model: nn.Module, deploy_model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Max absolute and relative (to max |train output|) difference of the two forms' outputs on `x`, eval mode."""
-    was_training = train_model.training
-    train_model.eval()
-    y_train, y_deploy = train_model(x), deploy_model.eval()(x)
-    train_model.train(was_training)
-    abs_err = (y_train - y_deploy).abs().max().item()
-    return {"max_abs_error": abs_err, "max_rel_error": abs_err / max(y_train.abs().max().item(), 1e-30)}
-
-
-def randomize_bn_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Give every BatchNorm random running statistics and affine parameters (for equivalence checks)."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            shape = m.running_mean.shape
-            kw = {"generator": generator, "dtype": m.running_mean.dtype}
-            m.running_mean.copy_(torch.rand(shape, **kw) - 0.5)
-            m.running_var.copy_(torch.rand(shape, **kw) * 1.5 + 0.5)
-            if m.affine:
-                m.weight.data.copy_(torch.rand(shape, **kw) + 0.5)
-                m.bias.data.copy_(torch.rand(shape, **kw) - 0.5)
-    return model

@@ -9,49 +9,43 @@ from typing import Any
 
 import pandas as pd
 
-from .. import records
+from .. import files
 from ..analysis.pareto import pareto_mask, search_candidate
 from ..analysis.tables import to_markdown
 from ..jobs.launchers import cancel_recorded
+from ..schema import COLUMNS, OBJECTIVES, ArchBlock, Search, Status, TrialRecord, lookup, read_record
 from ..sweep.collect import write_results
 from ..sweep.folder import SWEEP_JSON, PlannedTrial, SweepFolder
 from .plan import SEARCH_JSON, WORKERS_JSONL
-from .settings import OBJECTIVES
 
 
 def set_trial_ids(folder: SweepFolder, trial_ids: list[str]) -> None:
     """The search's candidates so far become the sweep's trial list (status, collect and reports read it)."""
     definition = folder.read_definition() or {}
     definition["trial_ids"] = trial_ids  # the definition hash stays: it identifies the search, not its trials
-    records.write_json(folder.root / SWEEP_JSON, definition)
+    files.write_json(folder.root / SWEEP_JSON, definition)
 
 
-def searched_trials(folder: SweepFolder) -> list[tuple[str, dict[str, Any]]]:
+def searched_trials(folder: SweepFolder) -> list[tuple[str, TrialRecord]]:
     """(trial_id, result) of every candidate that has a record, in the order the study numbered them."""
     out = []
     for d in sorted(p for p in folder.trials_dir.iterdir() if p.is_dir()) if folder.trials_dir.exists() else []:
-        result = records.read_json(d / records.RESULT)
+        result = read_record(d / files.RESULT)
         if result is not None:
             out.append((d.name, result))
-    return sorted(
-        out,
-        key=lambda r: (
-            records.lookup(r[1], ("search", "number")) is None,
-            records.lookup(r[1], ("search", "number")) or 0,
-        ),
-    )
+    number = lambda r: lookup(r[1], ("search", "number"))  # noqa: E731
+    return sorted(out, key=lambda r: (number(r) is None, number(r) or 0))
 
 
 def pareto_table(
-    folder: SweepFolder, objectives: list[str], trials: list[tuple[str, dict[str, Any]]] | None = None
+    folder: SweepFolder, objectives: list[str], trials: list[tuple[str, TrialRecord]] | None = None
 ) -> pd.DataFrame:
     """The trained, feasible trials no other one beats on every objective, best first on the first objective
     (`trials`: `searched_trials(folder)`, when the caller has read them already)."""
     rows = []
     for tid, r in searched_trials(folder) if trials is None else trials:
-        search = r.get("search") or {}
         if search_candidate(r):  # the report's rule too: its Pareto set is this one
-            rows.append(_pareto_row(tid, r, search, objectives))
+            rows.append(_pareto_row(tid, r, objectives))
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -60,45 +54,43 @@ def pareto_table(
     return df.sort_values(objectives[0], ascending=not maximize[0]).reset_index(drop=True)
 
 
-def _pareto_row(tid: str, r: dict[str, Any], search: dict[str, Any], objectives: list[str]) -> dict[str, Any]:
-    arch = r.get("arch") or {}
+def _pareto_row(tid: str, r: TrialRecord, objectives: list[str]) -> dict[str, Any]:
+    arch = r.arch or ArchBlock()
     row = {
-        "number": search.get("number"),
+        "number": r.search.number,
         "trial_id": tid,
-        "a": arch.get("a"),
-        "b": arch.get("b"),
-        "depths": "-".join(map(str, arch.get("depths") or [])),
-        "groups": arch.get("groups"),
-        "top1": records.lookup(r, ("metrics", "top1")),
-        "deploy_gmacs": records.lookup(r, ("complexity", "deploy", "macs")) / 1e9,
-        "deploy_mparams": records.lookup(r, ("complexity", "deploy", "params")) / 1e6,
-        "images_per_s": records.lookup(r, ("speed", "images_per_s")),
-        "latency_ms": records.lookup(r, ("speed", "latency_ms")),
+        "a": arch.a,
+        "b": arch.b,
+        "depths": "-".join(map(str, arch.depths or [])),
+        "groups": arch.groups,
+        "top1": lookup(r, COLUMNS["top1"]),
+        "deploy_gmacs": lookup(r, COLUMNS["deploy_macs"]) / 1e9,
+        "deploy_mparams": lookup(r, COLUMNS["deploy_params"]) / 1e6,
+        "images_per_s": lookup(r, COLUMNS["images_per_s"]),
+        "latency_ms": lookup(r, COLUMNS["latency_ms"]),
     }
-    row.update(dict(zip(objectives, search.get("values") or [])))
+    row.update(dict(zip(objectives, r.search.values or [])))
     return row
 
 
 def collect_search(folder: SweepFolder) -> dict[str, Any]:
     """results.csv and summary.md (every candidate with a record), pareto.csv; prints the Pareto set."""
-    plan = records.read_json(folder.root / SEARCH_JSON) or {}
+    plan = files.read_json(folder.root / SEARCH_JSON) or {}
     objectives = (plan.get("settings") or {}).get("objectives") or ["top1", "images_per_s"]
     trials = searched_trials(folder)
     set_trial_ids(folder, [tid for tid, _ in trials])
-    folder.materialize(
-        [PlannedTrial(tid, r.get("config") or {}, records.lookup(r, ("search", "params")) or {}) for tid, r in trials]
-    )
+    folder.materialize([PlannedTrial(tid, r.config or {}, lookup(r, ("search", "params")) or {}) for tid, r in trials])
     summary = write_results(folder) if trials else {"folder": str(folder.root), "trials": 0}
     front = pareto_table(folder, objectives, trials)
-    records.write_csv(folder.root / "pareto.csv", front)
+    files.write_csv(folder.root / "pareto.csv", front)
     print(f"Pareto set ({', '.join(f'{OBJECTIVES[o][0]} {o}' for o in objectives)}; feasible trained trials):")
     print(to_markdown(front, {"deploy_gmacs": 3, "deploy_mparams": 2, "a": 3, "b": 3}) if len(front) else "_(none)_")
-    kinds = Counter(records.lookup(r, ("search", "kind")) for _, r in trials)
+    kinds = Counter(lookup(r, ("search", "kind")) for _, r in trials)
     return {
         **summary,
         "pareto": len(front),
-        "trained": kinds["trained"] + kinds["pruned"],
-        "infeasible": kinds["infeasible"],
+        "trained": kinds[Status.COMPLETED] + kinds[Status.PRUNED],
+        "infeasible": kinds[Status.INFEASIBLE],
         "pareto_csv": str(folder.root / "pareto.csv"),
     }
 
@@ -110,7 +102,7 @@ def search_action(folder: SweepFolder, action: str) -> dict[str, Any]:
     if action == "cancel":
         return _cancel(folder)
     trials = searched_trials(folder)
-    kinds = Counter(records.lookup(r, ("search", "kind")) or r.get("status") for _, r in trials)
+    kinds = Counter((lookup(r, ("search", "kind")) or r.status).value for _, r in trials)
     driver = folder.live_driver()
     print(
         f"search {folder.root}: "
@@ -118,13 +110,14 @@ def search_action(folder: SweepFolder, action: str) -> dict[str, Any]:
         + (f"  (driver pid {driver})" if driver else "")
     )
     for tid, r in trials:
-        top1, search = records.lookup(r, ("metrics", "top1")), r.get("search") or {}
-        pairs = zip(search.get("objectives") or [], search.get("values") or [])
+        top1, search = lookup(r, COLUMNS["top1"]), r.search or Search()
+        pairs = zip(search.objectives or [], search.values or [])
         values = ", ".join(f"{o} {v:.4g}" for o, v in pairs if o != "top1")
         shown = f"top1 {top1:6.2f}" if top1 is not None else "top1      -"
-        print(f"  {tid}  #{search.get('number', '-'):<4} {r.get('status', '?'):<11} {shown}  {values}")
-    done = [(r["metrics"]["top1"], tid) for tid, r in trials if records.lookup(r, ("metrics", "top1")) is not None
-            and r.get("status") == "completed"]  # fmt: skip
+        number = search.number if search.number is not None else "-"
+        print(f"  {tid}  #{number:<4} {r.status.value:<11} {shown}  {values}")
+    done = [(r.metrics.top1, tid) for tid, r in trials if lookup(r, COLUMNS["top1"]) is not None
+            and r.status is Status.COMPLETED]  # fmt: skip
     if done:
         print(f"best top1 so far: {max(done)[1]} {max(done)[0]:.2f}% (the Pareto set: sweep.action=collect)")
     return {"folder": str(folder.root), **kinds}
@@ -136,7 +129,7 @@ def _cancel(folder: SweepFolder) -> dict[str, Any]:
     driver = folder.proven_driver()
     if driver is not None:
         os.kill(driver, signal.SIGTERM)
-    last = {row["worker"]: row for row in records.read_jsonl(folder.root / WORKERS_JSONL)}
+    last = {row["worker"]: row for row in files.read_jsonl(folder.root / WORKERS_JSONL)}
     for row in last.values():
         cancel_recorded(row["launcher"], folder.jobs_dir, row["job_id"])
     print(f"cancelled the workers of {folder.root}")

@@ -31,11 +31,12 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from .. import records
+from .. import files
 from ..errors import BadInputError
 from ..jobs.launchers import Launcher
 from ..jobs.pool import JobLog, JobPool
-from ..jobs.progress import Progress
+from ..progress import Progress
+from ..schema import OBJECTIVES
 from ..sweep.folder import PlannedTrial, SweepFolder
 from ..trial import settings_from_config
 from .collect import collect_search, set_trial_ids
@@ -50,7 +51,7 @@ from .plan import (
     prepare_study,
     suggest,
 )
-from .settings import OBJECTIVES, BoundsSpec, ConstraintSpec, SearchError, space_size
+from .settings import BoundsSpec, ConstraintSpec, SearchError, space_size
 from .storage import mask_url
 from .study import make_sampler, tally, worker_seed
 from .worker import SearchWorker
@@ -138,7 +139,7 @@ def claim_search_folder(plan: SearchPlan) -> bool:
         )
     extra = {"search_definition": plan.definition, "study_name": plan.study_name, "storage": mask_url(plan.storage)}
     resumed = folder.claim(plan.name, "search", [], extra)
-    records.write_json(folder.root / SEARCH_JSON, plan.to_json())
+    files.write_json(folder.root / SEARCH_JSON, plan.to_json())
     return resumed
 
 

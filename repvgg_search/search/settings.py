@@ -14,22 +14,8 @@ from omegaconf.errors import ConfigKeyError
 from ..errors import BadInputError
 from ..models import VARIANTS
 from ..models.arch import PRESETS
+from ..schema import OBJECTIVES, QUANT_OBJECTIVES  # noqa: F401 (search.settings.OBJECTIVES: their home is the schema)
 
-# name -> (direction, where the trial result holds it, meaning)
-OBJECTIVES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "top1": ("maximize", ("metrics", "top1"), "validation top-1 accuracy, %"),
-    "images_per_s": ("maximize", ("speed", "images_per_s"), "deploy-form throughput on the trial's device"),
-    "latency_ms": ("minimize", ("speed", "latency_ms"), "deploy-form median batch latency, ms"),
-    "macs": ("minimize", ("complexity", "deploy", "macs"), "deploy-form MACs at 3x224x224 (fvcore)"),
-    "params": ("minimize", ("complexity", "deploy", "params"), "deploy-form parameters"),
-    "int8_top1": ("maximize", ("quant", "int8_top1"), "top-1 of the INT8 model (needs quant.ptq=true), %"),
-    "int8_images_per_s": (
-        "maximize",
-        ("quant", "int8_speed", "images_per_s"),
-        "INT8 throughput in onnxruntime, CPU (quant.ptq=true)",
-    ),
-}
-QUANT_OBJECTIVES = ("int8_top1", "int8_images_per_s")  # measured by the trial's quantization stage
 SAMPLERS = ("tpe", "nsgaii", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
 STAGES = 5

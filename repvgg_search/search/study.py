@@ -15,15 +15,20 @@ import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from ..schema import Status
 from .settings import SearchError, SearchSettings, grid_space
 from .storage import quiet
 
 _log = logging.getLogger(__name__)
-KIND = "kind"  # trial user attribute: trained | pruned | diverged | infeasible | duplicate | surplus | failed | ...
-TRAINED_KINDS = ("trained", "pruned", "diverged")  # a training ran: the candidate used one of the n_trials
-SKIPPED_KINDS = ("infeasible", "duplicate")
-RELEASED_KINDS = ("infeasible", "duplicate", "surplus", "failed", "interrupted")  # end without using a slot
-TOLD_KINDS = (*TRAINED_KINDS, *RELEASED_KINDS)
+KIND = "kind"  # trial user attribute: the Status a proposal ended with (completed, pruned, infeasible, duplicate, ...)
+SKIPPED = (Status.INFEASIBLE, Status.DUPLICATE)  # proposals that trained nothing (too many of them stop the search)
+RELEASED = (Status.INFEASIBLE, Status.DUPLICATE, Status.SURPLUS, Status.FAILED, Status.INTERRUPTED)  # no slot used
+
+
+def kind(t: FrozenTrial) -> Status | None:
+    """How a study trial ended, as the trial's Status (older studies' names, "trained", read as theirs)."""
+    value = t.user_attrs.get(KIND)
+    return None if value is None else Status.parse(value)
 
 
 def make_sampler(s: SearchSettings, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -80,30 +85,30 @@ class Budget:
 
 def holds_slot(t: FrozenTrial) -> bool:
     """Whether a trial takes one of the n_trials slots: trained, or running/queued towards training."""
-    kind = t.user_attrs.get(KIND)
+    ended = kind(t)
     if t.state == TrialState.WAITING:
         return True
-    if t.state == TrialState.RUNNING:  # "trained" is set just before the tell: the slot stays taken
-        return kind not in RELEASED_KINDS
-    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) and kind in TRAINED_KINDS
+    if t.state == TrialState.RUNNING:  # its kind is set just before the tell: the slot stays taken
+        return ended not in RELEASED
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) and ended is not None and ended.trained
 
 
 def tally(trials: list[FrozenTrial]) -> Counter:
     """trained, holding (slots taken), waiting (queued retries), running, failed, skipped, surplus, lost."""
     counts: Counter = Counter()
     for t in trials:
-        kind = t.user_attrs.get(KIND)
-        finished = t.state.is_finished()
+        ended = kind(t) if t.state.is_finished() else None
         counts["holding"] += holds_slot(t)
         counts["waiting"] += t.state == TrialState.WAITING
         counts["running"] += t.state == TrialState.RUNNING
-        counts["trained"] += finished and kind in TRAINED_KINDS
-        counts["failed"] += finished and kind == "failed"
-        counts["skipped"] += finished and kind in SKIPPED_KINDS
-        counts["infeasible"] += finished and kind == "infeasible"
-        counts["duplicate"] += finished and kind == "duplicate"
-        counts["surplus"] += finished and kind == "surplus"
-        counts["lost"] += t.state == TrialState.FAIL and kind not in TOLD_KINDS  # a dead worker's: retried
+        counts["trained"] += ended is not None and ended.trained
+        counts["failed"] += ended is Status.FAILED
+        counts["skipped"] += ended in SKIPPED
+        counts["infeasible"] += ended is Status.INFEASIBLE
+        counts["duplicate"] += ended is Status.DUPLICATE
+        counts["surplus"] += ended is Status.SURPLUS
+        told = ended is not None and (ended.trained or ended in RELEASED)
+        counts["lost"] += t.state == TrialState.FAIL and not told  # a dead worker's: retried
     return counts
 
 
@@ -120,20 +125,22 @@ def claim_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
 def record(
     study: optuna.Study,
     trial: optuna.Trial,
-    kind: str,
+    ended: Status | str,
     values: list[float] | None = None,
     state: TrialState = TrialState.COMPLETE,
 ) -> str:
-    """Tell the study how a trial ended (its kind first, so that counting never sees it half told)."""
+    """Tell the study how a trial ended (its kind first, so that counting never sees it half told); returns the
+    kind's name, or "lost" when another worker had failed the trial as stale."""
+    ended = Status.parse(ended)
     try:
-        trial.set_user_attr(KIND, kind)
+        trial.set_user_attr(KIND, ended.value)
         study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker declared this trial stale (missed heartbeats) and queued a retry, which will find the
         # finished trial folder and report it without training again.
         _log.warning("trial %d was failed as stale by another worker; its retry reuses the result", trial.number)
         return "lost"
-    return kind
+    return ended.value
 
 
 @contextlib.contextmanager

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -13,18 +11,30 @@ from typing import Any
 
 import optuna
 import submitit
-from omegaconf import OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import records
+from .. import files
+from ..locks import FileLock, LockBusy
 from ..models import ArchError
-from ..schema import MAC_CONVENTION, SCHEMA_VERSION, arch_record, record_header
+from ..schema import (
+    MAC_CONVENTION,
+    OBJECTIVES,
+    ArchBlock,
+    Complexity,
+    Search,
+    Sizes,
+    Status,
+    TrialRecord,
+    lookup,
+    read_record,
+    write_record,
+)
 from ..trial import TrialInterrupted, run_trial, settings_from_config
+from ..trial.folder import LOCK
 from .plan import SearchPlan, budget_violations, candidate_config, deploy_size, open_study, suggest
-from .settings import OBJECTIVES
 from .storage import quiet
-from .study import KIND, claim_slot, record, search_loop
+from .study import KIND, claim_slot, kind, record, search_loop
 
 _log = logging.getLogger(__name__)
 INTERRUPTS = (SystemExit, KeyboardInterrupt, TrialInterrupted, submitit.core.utils.UncompletedJobError)
@@ -46,7 +56,7 @@ class CandidateRunner:
         except ArchError as exc:  # e.g. groups that do not divide a layer's channels
             trial.set_constraint("valid", 1.0)
             trial.set_user_attr("error", str(exc))
-            return record(study, trial, "infeasible", self._worst(None))
+            return record(study, trial, Status.INFEASIBLE, self._worst(None))
         trial.set_user_attr("trial_id", settings.trial_id)
         macs, n_params = deploy_size(settings.arch)
         over = budget_violations(self.s.constraints, macs, n_params)
@@ -55,17 +65,17 @@ class CandidateRunner:
         if any(v > 0 for v in over.values()):
             return self._infeasible(study, trial, settings, params, (macs, n_params), over)
         if not claim_slot(study, trial, self.s.n_trials):
-            return record(study, trial, "surplus", state=TrialState.FAIL)
-        write_config(self.folder.trial_dir(settings.trial_id), settings.config)
+            return record(study, trial, Status.SURPLUS, state=TrialState.FAIL)
+        files.write_config(self.folder.trial_dir(settings.trial_id), settings.config)
         with trial_lock(self.folder.trial_dir(settings.trial_id)) as mine:
             if not mine:  # another worker is training this very architecture now
-                return record(study, trial, "duplicate", state=TrialState.FAIL)
+                return record(study, trial, Status.DUPLICATE, state=TrialState.FAIL)
             earlier = _trained_with(study, settings.trial_id, trial.number)
             if earlier is not None:
                 trial.set_user_attr("duplicate_of", earlier.number)
                 if "latency_ms" in earlier.constraints:  # the budgets' constraints are set above already
                     trial.set_constraint("latency_ms", earlier.constraints["latency_ms"])
-                return record(study, trial, "duplicate", list(earlier.values))
+                return record(study, trial, Status.DUPLICATE, list(earlier.values))
             return self._train(study, trial, settings, params)
 
     def _worst(self, size: tuple[int, int] | None) -> list[float]:
@@ -77,97 +87,96 @@ class CandidateRunner:
         values = self._worst(size)
         reason = "; ".join(f"{k} over budget by {v:+.1%}" for k, v in over.items() if v > 0)
         trial.set_user_attr("error", reason)
-        write_config(self.folder.trial_dir(settings.trial_id), settings.config)
-        path = self.folder.trial_dir(settings.trial_id) / records.RESULT
-        if (records.read_json(path) or {}).get("status") != "completed":
-            records.write_json(
-                path, infeasible_record(settings, size, reason, self._search(trial, "infeasible", values, over))
-            )
-        return record(study, trial, "infeasible", values)
+        files.write_config(self.folder.trial_dir(settings.trial_id), settings.config)
+        path = self.folder.trial_dir(settings.trial_id) / files.RESULT
+        found = read_record(path)
+        if found is None or found.status is not Status.COMPLETED:
+            search = self._search(trial, Status.INFEASIBLE, values, over)
+            write_record(path, infeasible_record(settings, size, reason, search))
+        return record(study, trial, Status.INFEASIBLE, values)
 
     def _train(self, study, trial, settings, params) -> str:
         trial_dir = self.folder.trial_dir(settings.trial_id)
-        trial.set_user_attr(KIND, "training")
+        trial.set_user_attr(KIND, Status.RUNNING.value)
         try:
             result = self._run(trial, settings, trial_dir)
         except optuna.TrialPruned:
-            self._annotate(trial_dir, self._search(trial, "pruned", None, {}), status="pruned")
-            return record(study, trial, "pruned", state=TrialState.PRUNED)
+            self._annotate(trial_dir, self._search(trial, Status.PRUNED, None, {}), status=Status.PRUNED)
+            return record(study, trial, Status.PRUNED, state=TrialState.PRUNED)
         except INTERRUPTS:
             self._interrupted(study, trial)
             raise
         except Exception as exc:
             _log.error("trial %s (%s) failed: %s", settings.trial_id, params, exc)
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
-            self._annotate(trial_dir, self._search(trial, "failed", None, {}))
-            return record(study, trial, "failed", state=TrialState.FAIL)
+            self._annotate(trial_dir, self._search(trial, Status.FAILED, None, {}))
+            return record(study, trial, Status.FAILED, state=TrialState.FAIL)
         return self._finish(study, trial, result, trial_dir)
 
-    def _run(self, trial: optuna.Trial, settings, trial_dir: Path) -> dict[str, Any]:
+    def _run(self, trial: optuna.Trial, settings, trial_dir: Path) -> TrialRecord:
         on_epoch = epoch_reporter(trial) if self.s.pruner != "none" else None
-        settings = dataclasses.replace(settings, speed_dir=str(self.folder.speed_dir))  # one figure per architecture
+        settings = settings.with_speed_dir(str(self.folder.speed_dir))  # one figure per architecture
         return run_trial(settings, trial_dir, progress=False, on_epoch=on_epoch)
 
-    def _finish(self, study, trial, result: dict[str, Any], trial_dir: Path) -> str:
-        if result.get("status") == "diverged":  # a result, not a crash: the worst values, an infeasible candidate
-            values = self._worst(_result_size(result) if result.get("complexity") else None)
+    def _finish(self, study, trial, result: TrialRecord, trial_dir: Path) -> str:
+        if result.status is Status.DIVERGED:  # a result, not a crash: the worst values, an infeasible candidate
+            values = self._worst(_result_size(result) if result.complexity else None)
             trial.set_constraint("diverged", 1.0)
-            trial.set_user_attr("error", str(result.get("error"))[:500])
-            self._annotate(trial_dir, self._search(trial, "diverged", values, {"diverged": 1.0}))
-            return record(study, trial, "diverged", values)
-        if result.get("status") != "completed":  # recorded its own end, e.g. a failed conversion gate
-            trial.set_user_attr("error", str(result.get("error"))[:500])
-            self._annotate(trial_dir, self._search(trial, "failed", None, {}))
-            return record(study, trial, "failed", state=TrialState.FAIL)
-        values = [records.lookup(result, OBJECTIVES[o][1]) for o in self.s.objectives]
+            trial.set_user_attr("error", str(result.error)[:500])
+            self._annotate(trial_dir, self._search(trial, Status.DIVERGED, values, {"diverged": 1.0}))
+            return record(study, trial, Status.DIVERGED, values)
+        if result.status is not Status.COMPLETED:  # recorded its own end, e.g. a failed conversion gate
+            trial.set_user_attr("error", str(result.error)[:500])
+            self._annotate(trial_dir, self._search(trial, Status.FAILED, None, {}))
+            return record(study, trial, Status.FAILED, state=TrialState.FAIL)
+        values = [lookup(result, OBJECTIVES[o][1]) for o in self.s.objectives]
         if any(v is None for v in values):  # e.g. a record from an older runner
             missing = [o for o, v in zip(self.s.objectives, values) if v is None]
             trial.set_user_attr("error", f"the trial's result.json has no value for {missing}")
             return record(study, trial, "failed", state=TrialState.FAIL)
         values = [float(v) for v in values]
         over = budget_violations(self.s.constraints, *_result_size(result))
-        latency = records.lookup(result, ("speed", "latency_ms"))
+        latency = result.speed.latency_ms if result.speed is not None else None
         if self.s.constraints.max_latency_ms is not None and latency is not None:
             over["latency_ms"] = latency / self.s.constraints.max_latency_ms - 1
             trial.set_constraint("latency_ms", over["latency_ms"])
-        self._annotate(trial_dir, self._search(trial, "trained", values, over))
-        return record(study, trial, "trained", values)
+        self._annotate(trial_dir, self._search(trial, Status.COMPLETED, values, over))
+        return record(study, trial, Status.COMPLETED, values)
 
     def _interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """Preemption or timeout: fail the trial and queue its parameters at once (the checkpoint stays)."""
         with contextlib.suppress(Exception):
-            if record(study, trial, "interrupted", state=TrialState.FAIL) == "interrupted":
+            if record(study, trial, Status.INTERRUPTED, state=TrialState.FAIL) == Status.INTERRUPTED.value:
                 frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
                 with quiet():
                     RetryHeartbeatStaleTrialCallback(max_retry=self.s.max_retry)(study, frozen)
 
-    def _search(self, trial: optuna.Trial, kind: str, values, over: dict[str, float]) -> dict[str, Any]:
+    def _search(self, trial: optuna.Trial, ended: Status, values, over: dict[str, float]) -> Search:
         """The `search` block of the trial's result.json (what analysis reads)."""
-        return {
-            "study": self.plan.study_name,
-            "number": trial.number,
-            "state": {"trained": "COMPLETE", "infeasible": "COMPLETE", "diverged": "COMPLETE", "pruned": "PRUNED"}.get(
-                kind, "FAIL"
-            ),
-            "kind": kind,
-            "feasible": all(v <= 0 for v in over.values()) if kind in ("trained", "infeasible", "diverged") else None,
-            "values": values,
-            "objectives": list(self.s.objectives),
-            "directions": self.plan.directions,
-            "params": dict(trial.params),
-            "constraints": over,
-            "retry_of": trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial"),
-            "worker": self.worker,
-        }
+        return Search(
+            study=self.plan.study_name,
+            number=trial.number,
+            state=ended.optuna_state,
+            kind=ended,
+            feasible=all(v <= 0 for v in over.values()) if ended.is_result else None,
+            values=values,
+            objectives=list(self.s.objectives),
+            directions=self.plan.directions,
+            params=dict(trial.params),
+            constraints=over,
+            retry_of=trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial"),
+            worker=self.worker,
+        )
 
     @staticmethod
-    def _annotate(trial_dir: Path, search: dict[str, Any], status: str | None = None) -> None:
-        path = trial_dir / records.RESULT
-        result = records.read_json(path) or {"schema_version": SCHEMA_VERSION}
-        result["search"] = search
+    def _annotate(trial_dir: Path, search: Search, status: Status | None = None) -> None:
+        """Add the search block to the trial's record (and its final status, when the search decided it)."""
+        path = trial_dir / files.RESULT
+        result = read_record(path) or TrialRecord(trial_id=trial_dir.name, status=status or Status.FAILED)
+        result.search = search
         if status is not None:
-            result["status"] = status
-        records.write_json(path, result)
+            result.status = status
+        write_record(path, result)
 
 
 def epoch_reporter(trial: optuna.Trial) -> Callable[[int, dict[str, Any]], None]:
@@ -181,65 +190,42 @@ def epoch_reporter(trial: optuna.Trial) -> Callable[[int, dict[str, Any]], None]
 
 def _trained_with(study: optuna.Study, trial_id: str, number: int) -> FrozenTrial | None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.number != number and t.user_attrs.get("trial_id") == trial_id and t.user_attrs.get(KIND) == "trained":
+        if t.number != number and t.user_attrs.get("trial_id") == trial_id and kind(t) is Status.COMPLETED:
             return t
     return None
 
 
-def _result_size(result: dict[str, Any]) -> tuple[int, int]:
-    return int(records.lookup(result, ("complexity", "deploy", "macs"))), int(
-        records.lookup(result, ("complexity", "deploy", "params"))
-    )
+def _result_size(result: TrialRecord) -> tuple[int, int]:
+    deploy = result.complexity.deploy
+    return int(deploy.macs), int(deploy.params)
 
 
-def infeasible_record(settings: Any, size: tuple[int, int], reason: str, search: dict[str, Any]) -> dict[str, Any]:
+def infeasible_record(settings: Any, size: tuple[int, int], reason: str, search: Search) -> TrialRecord:
     """result.json of a candidate that was never trained because it breaks a budget."""
-    header = record_header(
-        trial_id=settings.trial_id,
-        status="infeasible",
-        group=settings.tracking.group,
-        arch=arch_record(settings.preset, settings.arch),
-        seed=settings.seed,
-        config=settings.config,
-    )
-    return {
-        **header,
-        "complexity": {
-            "input_size": [3, 224, 224],
-            "convention": MAC_CONVENTION,
-            "deploy": {"macs": size[0], "params": size[1]},
-            "deploy_is_train_form": not settings.arch.reparameterizable,
-        },
-        "error": reason,
-        "search": search,
-    }
-
-
-def write_config(trial_dir: Path, config: dict[str, Any]) -> None:
-    """The candidate's config.yaml, before anything runs (workers never touch the sweep-wide plan.json: the
-    driver writes it when collecting, as its only writer)."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    if not (trial_dir / records.CONFIG).exists():
-        records.write_text(trial_dir / records.CONFIG, OmegaConf.to_yaml(config))
+    record = TrialRecord.header(trial_id=settings.trial_id, status=Status.INFEASIBLE, group=settings.cfg.tracking.group,
+                                arch=ArchBlock.of(settings.preset, settings.arch), seed=settings.cfg.seed,
+                                config=settings.config)  # fmt: skip
+    record.complexity = Complexity(input_size=[3, 224, 224], convention=MAC_CONVENTION, deploy=Sizes(*size),
+                                   deploy_is_train_form=not settings.arch.reparameterizable)  # fmt: skip
+    record.error, record.search = reason, search
+    return record
 
 
 @contextlib.contextmanager
 def trial_lock(trial_dir: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on a trial folder while training in it (yields False when another process holds it).
-
-    flock locks belong to the open file, so they also exclude threads, and die with a killed process.
-    """
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    with open(trial_dir / ".search.lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """Hold the trial folder's lock (the one whatever trains the trial holds) while evaluating the candidate; yields
+    False, holding nothing, when another process trains it now. The trial run inside takes the same lock again
+    (re-entrant within this process)."""
+    lock = FileLock(trial_dir / LOCK)
+    try:
+        lock.acquire(wait=False)
+    except LockBusy:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def worker_loop(plan: SearchPlan, worker: int = 0) -> dict[str, Any]:

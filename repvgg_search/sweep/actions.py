@@ -11,12 +11,13 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
-from .. import records
+from .. import files
 from ..jobs.launchers import cancel_recorded
 from ..locks import FileLock
+from ..schema import Status, lookup, read_record
 from ..trial.folder import LOCK
 from .driver import count_states
-from .folder import TERMINAL, SweepFolder
+from .folder import SweepFolder
 
 BACKGROUND = "REPVGG_SWEEP_BACKGROUND"  # set in a detached local sweep's background driver
 
@@ -32,13 +33,12 @@ def print_status(folder: SweepFolder) -> dict[str, Any]:
         last = subs.get(t.trial_id, [{}])[-1]
         axes = ", ".join(f"{k}={v}" for k, v in t.axes.items())
         status = folder.status(t.trial_id)
-        status = "stopped" if folder.stopped(t.trial_id, status) else status  # `running`, process gone
-        status = "planned" if status == "missing" else status
+        status = Status.STOPPED if folder.stopped(t.trial_id, status) else status  # `running`, process gone
         top1 = trial_top1(folder.trial_dir(t.trial_id))
-        if top1 is not None and status == "completed" and (best is None or top1 > best[0]):
+        if top1 is not None and status is Status.COMPLETED and (best is None or top1 > best[0]):
             best = (top1, t.trial_id, axes)
         shown = f"{top1:6.2f}" if top1 is not None else "     -"
-        print(f"  {t.trial_id}  {status:<11} top1 {shown}  job {last.get('job_id', '-'):<12} {axes}")
+        print(f"  {t.trial_id}  {status.value:<11} top1 {shown}  job {last.get('job_id', '-'):<12} {axes}")
     if best is not None:
         print(f"best single trial so far: {best[1]} top1 {best[0]:.2f}% ({best[2]}); "
               "variants are compared over their seeds by sweep.action=collect")  # fmt: skip
@@ -47,10 +47,13 @@ def print_status(folder: SweepFolder) -> dict[str, Any]:
 
 def trial_top1(trial_dir: Path) -> float | None:
     """The trial's val top1 in percent: the final one when completed, else its latest epoch's (None if none)."""
-    result = records.read_json(trial_dir / records.RESULT) or {}
-    top1 = (result.get("metrics") or {}).get("top1")
+    try:
+        result = read_record(trial_dir / files.RESULT)
+    except ValueError:  # a torn or edited record: shown as unreadable, its top1 unknown
+        return None
+    top1 = lookup(result, ("metrics", "top1"))
     if top1 is None:
-        rows = records.read_jsonl(trial_dir / records.METRICS)
+        rows = files.read_jsonl(trial_dir / files.METRICS)
         top1 = rows[-1].get("val_top1") if rows else None
     return top1
 
@@ -66,14 +69,14 @@ def cancel(folder: SweepFolder) -> dict[str, Any]:
         print(f"a driver holds {folder.root} from another host or cannot be proven: not signalled")
     cancelled = []
     for tid, subs in folder.submissions().items():
-        if folder.status(tid) in TERMINAL:
+        if folder.status(tid).terminal:
             continue
         last = subs[-1]
         cancel_recorded(last["launcher"], folder.jobs_dir, last["job_id"])
         trainer = FileLock(folder.trial_dir(tid) / LOCK).proven_holder()
         if trainer is not None:
             os.kill(trainer, signal.SIGINT)
-        folder.mark(tid, "cancelled", f"job {last['job_id']} cancelled by sweep.action=cancel")
+        folder.mark(tid, Status.CANCELLED, f"job {last['job_id']} cancelled by sweep.action=cancel")
         cancelled.append(tid)
     print(f"cancelled {len(cancelled)} trial(s) of {folder.root}")
     return {"folder": str(folder.root), "cancelled": cancelled}

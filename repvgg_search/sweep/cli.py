@@ -7,21 +7,43 @@ submits and returns (a local sweep keeps a background driver that throttles its 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
 
+from ..config import TrialConfig, register_configs
 from ..entry import hydra_entry
-from ..jobs.launchers import launcher_config, make_launcher
+from ..jobs.launchers import launcher_config, make_launcher, register_launchers
 from ..search import collect as search_collect
 from ..search.driver import SearchSweep
+from ..search.settings import SearchSettings
 from ..trial import settings_from_config
 from . import actions
 from .collect import write_results
 from .driver import GridSweep
 from .folder import PlannedTrial, SweepFolder
 from .grid import expand
-from .spec import SweepError, base_trial_config, check_action, register, sweep_folder, validate_spec
+from .spec import SweepError, SweepSpec, base_trial_config, check_action, sweep_folder, validate_spec
+
+
+@dataclass
+class SweepConfig(TrialConfig):
+    """`python -m repvgg_search.sweep`: the base trial config, the sweep, the launcher, the search."""
+
+    sweep: SweepSpec = field(default_factory=SweepSpec)
+    launcher: Any = None  # one of the launcher schemas (conf/launcher/: local, slurm, debug)
+    search: SearchSettings = field(default_factory=SearchSettings)  # used by sweep.kind=search
+
+
+def register() -> None:
+    """Store the launch schema (and the trial and launcher schemas it builds on) in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    register_configs()
+    register_launchers()
+    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
+
 
 register()
 
@@ -71,7 +93,7 @@ def validate(cfg: DictConfig) -> list[PlannedTrial]:
     return expand(cfg)
 
 
-@hydra_entry("launch", extra_groups=("sweep",))
+@hydra_entry("sweep", extra_groups=("sweep",))
 def main(cfg: DictConfig) -> None:
     """Exit status 2 on bad input (Hydra's refusals included), before anything is submitted or written."""
     run(cfg)

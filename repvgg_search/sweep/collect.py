@@ -8,14 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from .. import records
+from .. import files
 from ..analysis.ablation import ablation_markdown, compare_variants
 from ..analysis.quant import quant_markdown
 from ..analysis.stats import group_stats
 from ..analysis.tables import metric_table, to_markdown
-from ..config import TrackingConfig
-from ..schema import MAC_CONVENTION
-from ..tracking import log_sweep_summary
+from ..schema import MAC_CONVENTION, SpeedFigure, Status, TrialRecord
+from ..tracking import TrackingConfig, log_sweep_summary
 from .folder import PlannedTrial, SweepFolder
 
 RESULT_COLUMNS = [
@@ -26,17 +25,17 @@ RESULT_COLUMNS = [
 
 
 def results_table(
-    planned: list[PlannedTrial], results: dict[str, dict | None], definition: dict[str, Any]
+    planned: list[PlannedTrial], results: dict[str, TrialRecord | None], definition: dict[str, Any]
 ) -> pd.DataFrame:
-    """One row per planned trial (trials with no record yet have status `missing`), its axis values as columns,
+    """One row per planned trial (trials with no record yet have status `planned`), its axis values as columns,
     and `paired_diff`: its top1 minus the baseline's of the same seed and other axis values."""
-    records = []
+    rows = []
     for t in planned:
-        result = dict(results[t.trial_id] or {"trial_id": t.trial_id, "status": "missing", "config": t.config})
-        result.setdefault("seed", t.config.get("seed"))
-        result.setdefault("tags", [t.config.get("model", {}).get("name"), t.config.get("variant", {}).get("name")])
-        records.append(result)
-    df = metric_table(records)
+        result = results[t.trial_id]
+        if result is None:
+            result = TrialRecord(trial_id=t.trial_id, status=Status.PLANNED, config=t.config, seed=t.config.get("seed"))
+        rows.append(result)
+    df = metric_table(rows)
     for t, idx in zip(planned, df.index):  # trials that never ran still show their variant and preset
         if pd.isna(df.at[idx, "variant"]):
             df.at[idx, "variant"] = t.config.get("variant", {}).get("name")
@@ -93,7 +92,7 @@ def statistics_tables(df: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd
 
 
 def summary_markdown(
-    folder: SweepFolder, df: pd.DataFrame, definition: dict[str, Any], records: list[dict[str, Any]]
+    folder: SweepFolder, df: pd.DataFrame, definition: dict[str, Any], records: list[TrialRecord]
 ) -> str:
     """Counts, the ablation tables grouped like the paper's Tables 6 and 7, and the failed trials' errors;
     `records` are the completed trials' records."""
@@ -115,18 +114,18 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def speed_line(records: list[dict[str, Any]]) -> str:
+def speed_line(records: list[TrialRecord]) -> str:
     """How the sweep's speed figures were measured, and how many distinct figures stand behind its trials."""
-    speeds = [r.get("speed") or {} for r in records]
+    speeds = [r.speed or SpeedFigure() for r in records]
     sp = speeds[0]
-    tf32 = "" if sp.get("tf32") is None else f", TF32 {'on' if sp['tf32'] else 'off'}"
-    layout = "channels_last" if sp.get("channels_last") else "NCHW"
-    keys = {s.get("key") for s in speeds if s.get("key")}
-    unreliable = sum(1 for s in speeds if s.get("reliable") is False)
+    tf32 = "" if sp.tf32 is None else f", TF32 {'on' if sp.tf32 else 'off'}"
+    layout = "channels_last" if sp.channels_last else "NCHW"
+    keys = {s.key for s in speeds if s.key}
+    unreliable = sum(1 for s in speeds if s.reliable is False)
     return (
-        f"Speed: protocol {sp.get('protocol')}, batch {sp.get('batch_size')}, input {sp.get('input_size')}, "
-        f"{sp.get('dtype')}{tf32}, {layout}, {sp.get('device_name')} ({sp.get('device')}, {sp.get('threads')} "
-        f"threads); median of {len(sp.get('rounds_images_per_s') or [])} rounds; {len(keys)} distinct deploy "
+        f"Speed: protocol {sp.protocol}, batch {sp.batch_size}, input {sp.input_size}, "
+        f"{sp.dtype}{tf32}, {layout}, {sp.device_name} ({sp.device}, {sp.threads} "
+        f"threads); median of {len(sp.rounds_images_per_s or [])} rounds; {len(keys)} distinct deploy "
         f"architecture(s) measured once each for {len(speeds)} trials"
         + (f"; {unreliable} unreliable" if unreliable else "")
         + "."
@@ -175,14 +174,14 @@ def write_results(folder: SweepFolder) -> dict[str, Any]:
     definition, planned = folder.read_definition() or {}, folder.planned()
     results = {t.trial_id: folder.result(t.trial_id) for t in planned}
     df = results_table(planned, results, definition)
-    records.write_csv(folder.root / "results.csv", df)
+    files.write_csv(folder.root / "results.csv", df)
     groups, comparisons = statistics_tables(df, _baseline(definition)) if df.attrs["grid"] else (None, None)
     if df.attrs["grid"]:  # a width search's candidates are compared by their Pareto set and EDF instead
-        records.write_csv(folder.root / "groups.csv", groups)
-        records.write_csv(folder.root / "comparisons.csv", comparisons)
-    completed = [r for r in results.values() if r and r.get("status") == "completed"]
+        files.write_csv(folder.root / "groups.csv", groups)
+        files.write_csv(folder.root / "comparisons.csv", comparisons)
+    completed = [r for r in results.values() if r is not None and r.status is Status.COMPLETED]
     summary = summary_markdown(folder, df, definition, completed)
-    records.write_text(folder.root / "summary.md", summary)
+    files.write_text(folder.root / "summary.md", summary)
     print(summary)
     _mirror(folder, planned, definition, {"results": df, "groups": groups, "comparisons": comparisons})
     return {"folder": str(folder.root), **df["status"].value_counts().to_dict(), "trials": len(df)}

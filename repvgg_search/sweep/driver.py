@@ -10,28 +10,35 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..jobs.launchers import Launcher
 from ..jobs.pool import JobPool, job_log
-from ..jobs.progress import Progress
+from ..progress import Progress
+from ..schema import Status
 from ..trial import TrialGroup, TrialRunner
 from .collect import write_results
-from .folder import TERMINAL, PlannedTrial, SweepFolder
+from .folder import PlannedTrial, SweepFolder
 from .grid import expand
 
 _log = logging.getLogger(__name__)
-STATE_KEYS = ("pending", "running", "done", "failed", "diverged", "cancelled", "interrupted")
+SHOWN = (Status.PLANNED, Status.RUNNING, Status.COMPLETED, Status.FAILED)  # always in a status line; others when > 0
 
 
 def count_states(folder: SweepFolder, trials: list[PlannedTrial], active: set[str] | None = None) -> dict[str, int]:
-    """Trials per state; a trial with no record yet, or interrupted and resubmitted, is pending."""
-    counts = dict.fromkeys(STATE_KEYS, 0)
+    """Trials per status; a trial interrupted and resubmitted is planned again, a `running` one whose process
+    died is stopped."""
+    counts = dict.fromkeys((s.value for s in SHOWN), 0)
     for t in trials:
         status = folder.status(t.trial_id)
-        key = {"completed": "done", "infeasible": "done"}.get(status, status)
-        if status == "missing" or (status == "interrupted" and active and t.trial_id in active):
-            key = "pending"
-        elif status == "running" and not (active and t.trial_id in active) and folder.stopped(t.trial_id, status):
-            key = "stopped"  # its record says running, but no process holds the trial: it died
-        counts[key] = counts.get(key, 0) + 1
+        mine = bool(active) and t.trial_id in active
+        if status is Status.INTERRUPTED and mine:
+            status = Status.PLANNED
+        elif status is Status.RUNNING and not mine and folder.stopped(t.trial_id, status):
+            status = Status.STOPPED
+        counts[status.value] = counts.get(status.value, 0) + 1
     return counts
+
+
+def finished(counts: dict[str, int]) -> int:
+    """Trials whose run is over (the progress line's count)."""
+    return sum(n for name, n in counts.items() if Status(name).terminal)
 
 
 @dataclass
@@ -59,12 +66,12 @@ class GridSweep:
 
     def print_plan(self) -> None:
         statuses = [self.folder.status(t.trial_id) for t in self.trials]
-        done = sum(s == "completed" for s in statuses)
+        done = sum(s is Status.COMPLETED for s in statuses)
         verb = "resuming" if self.resumed else "new sweep"
         print(f"{verb}: {self.folder.root} ({len(self.trials)} trials, {done} already completed)")
         for t, status in zip(self.trials, statuses):
             axes = ", ".join(f"{k}={v}" for k, v in t.axes.items())
-            print(f"  {t.trial_id}  {'planned' if status == 'missing' else status:<11} {axes}")
+            print(f"  {t.trial_id}  {status.value:<11} {axes}")
 
     def dry_run(self) -> dict[str, Any]:
         self.print_plan()
@@ -89,13 +96,12 @@ class GridSweep:
 
         def show() -> None:
             counts = count_states(folder, self.trials, pool.active_keys)
-            progress.show("  ".join(f"{k} {v}" for k, v in counts.items() if v or k in STATE_KEYS[:4]),
-                          counts["done"] + counts["failed"] + counts["diverged"])  # fmt: skip
+            progress.show("  ".join(f"{k} {v}" for k, v in counts.items() if v or Status(k) in SHOWN), finished(counts))
 
         try:
             with pool.cancelling_on_exit(self._cancelled):
                 pool.run(self.to_run(pool.attempts), runner, self._ended, show=show,
-                         done=lambda tid: folder.status(tid) in TERMINAL, detach=detach)  # fmt: skip
+                         done=lambda tid: folder.status(tid).terminal, detach=detach)  # fmt: skip
         finally:
             progress.close()
         if detach and self.launcher.queues_itself:
@@ -108,9 +114,9 @@ class GridSweep:
         out = []
         for t in self.trials:
             status = self.folder.status(t.trial_id)
-            if status in ("completed", "infeasible", "diverged"):  # results: a rerun would give the same
+            if status.is_result:  # a rerun would give the same
                 continue
-            if status in ("failed", "cancelled") and attempts.get(t.trial_id, 0) > self.spec.retries:
+            if status in (Status.FAILED, Status.CANCELLED) and attempts.get(t.trial_id, 0) > self.spec.retries:
                 continue
             out.append(t.trial_id)
         return out
@@ -118,10 +124,10 @@ class GridSweep:
     def _ended(self, tid: str, job: Any, state: str) -> bool:
         """Record an end the trial could not record itself; run a failed trial again."""
         status = self.folder.status(tid)
-        if status not in TERMINAL:  # the job ended without the trial recording an end: killed, cancelled, ...
-            status = "cancelled" if state.startswith("CANCELLED") else "failed"
+        if not status.terminal:  # the job ended without the trial recording an end: killed, cancelled, ...
+            status = Status.CANCELLED if state.startswith("CANCELLED") else Status.FAILED
             self.folder.mark(tid, status, f"job {job.job_id} ended ({state}) without a result; log: {job_log(job)}")
-        return status == "failed"
+        return status is Status.FAILED
 
     def _cancelled(self, tid: str, job: Any) -> None:
-        self.folder.mark(tid, "cancelled", f"job {job.job_id} cancelled with its sweep driver")
+        self.folder.mark(tid, Status.CANCELLED, f"job {job.job_id} cancelled with its sweep driver")

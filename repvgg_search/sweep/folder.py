@@ -9,22 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .. import records
+from .. import files
 from ..errors import BadInputError
 from ..jobs.pool import JobLog
 from ..locks import FileLock, LockBusy
-from ..schema import SCHEMA_VERSION
+from ..schema import SCHEMA_VERSION, Status, TrialRecord, read_record, write_record
 from ..trial.folder import trains_now
 
 SWEEP_JSON = "sweep.json"
 JOBS = "jobs.jsonl"
 PLAN = "plan.json"  # trial id -> the axis values (or search parameters) that made it
-# libyaml when present: writing a thousand trial configs should take a moment, not seconds.
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-TERMINAL = ("completed", "failed", "cancelled", "infeasible", "diverged", "pruned")
 DRIVER_LOCK = "driver.lock"  # held by the folder's driver for as long as it runs
 
 
@@ -60,7 +54,7 @@ class SweepFolder:
         return self.trials_dir / trial_id
 
     def read_definition(self) -> dict[str, Any] | None:
-        return records.read_json(self.root / SWEEP_JSON)
+        return files.read_json(self.root / SWEEP_JSON)
 
     def claim(self, name: str, kind: str, trial_ids: list[str], extra: dict[str, Any] | None = None) -> bool:
         """Create the folder for this definition, or accept it when it already holds the same definition.
@@ -90,48 +84,43 @@ class SweepFolder:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **(extra or {}),
         }
-        records.write_json(self.root / SWEEP_JSON, definition)
+        files.write_json(self.root / SWEEP_JSON, definition)
         return False
 
     def materialize(self, trials: list[PlannedTrial]) -> None:
         """Write every trial's config into its folder, and the axis values into `plan.json`, before launching."""
         for t in trials:
-            folder = self.trial_dir(t.trial_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            config_path = folder / records.CONFIG
-            if not config_path.exists():
-                records.write_text(config_path, yaml.dump(t.config, Dumper=_DUMPER, sort_keys=False))
-        plan = records.read_json(self.root / PLAN) or {}
+            files.write_config(self.trial_dir(t.trial_id), t.config)
+        plan = files.read_json(self.root / PLAN) or {}
         plan.update({t.trial_id: t.axes for t in trials})
-        records.write_json(self.root / PLAN, plan)
+        files.write_json(self.root / PLAN, plan)
 
     def planned(self) -> list[PlannedTrial]:
         """The trials as materialized on disk (for status, collect and cancel on an existing sweep)."""
         definition = self.read_definition() or {}
-        plan = records.read_json(self.root / PLAN) or {}
+        plan = files.read_json(self.root / PLAN) or {}
         out = []
         for tid in definition.get("trial_ids", []):
-            path = self.trial_dir(tid) / records.CONFIG
-            config = yaml.load(path.read_text(), Loader=_LOADER) if path.exists() else {}
-            out.append(PlannedTrial(tid, config, plan.get(tid, {})))
+            out.append(PlannedTrial(tid, files.read_config(self.trial_dir(tid)), plan.get(tid, {})))
         return out
 
-    def result(self, trial_id: str) -> dict[str, Any] | None:
-        return records.read_json(self.trial_dir(trial_id) / records.RESULT)
+    def result(self, trial_id: str) -> TrialRecord | None:
+        return read_record(self.trial_dir(trial_id) / files.RESULT)
 
-    def status(self, trial_id: str) -> str:
-        """The trial's recorded status: completed, failed, interrupted, cancelled, running, ..., or missing."""
+    def status(self, trial_id: str) -> Status:
+        """The trial's recorded status (completed, failed, interrupted, cancelled, running, ...), `planned` without
+        a record, `unreadable` when its result.json is torn or edited (the trial must run, or be looked at, again)."""
         try:
             result = self.result(trial_id)
-        except ValueError:  # a torn or edited result.json: the trial must run (or be looked at) again
-            return "unreadable"
-        return result.get("status", "missing") if result else "missing"
+        except ValueError:
+            return Status.UNREADABLE
+        return result.status if result is not None else Status.PLANNED
 
-    def stopped(self, trial_id: str, status: str | None = None) -> bool:
+    def stopped(self, trial_id: str, status: Status | None = None) -> bool:
         """Whether the trial's record says `running` (`status`: its status, already read) but no process holds its
         lock: its process died."""
         status = self.status(trial_id) if status is None else status
-        return status == "running" and not trains_now(self.trial_dir(trial_id))
+        return status is Status.RUNNING and not trains_now(self.trial_dir(trial_id))
 
     @property
     def speed_dir(self) -> Path:
@@ -152,17 +141,17 @@ class SweepFolder:
         """Every submission of every trial, oldest first."""
         return self.job_log.by_key()
 
-    def mark(self, trial_id: str, status: str, error: str) -> None:
+    def mark(self, trial_id: str, status: Status, error: str) -> None:
         """Record a terminal status the trial could not record itself (a killed or cancelled job).
 
         A completed result is never overwritten.
         """
-        path = self.trial_dir(trial_id) / records.RESULT
-        result = records.read_json(path) or {"schema_version": SCHEMA_VERSION, "trial_id": trial_id}
-        if result.get("status") == "completed":
+        path = self.trial_dir(trial_id) / files.RESULT
+        result = read_record(path) or TrialRecord(trial_id=trial_id, status=status)
+        if result.status is Status.COMPLETED:
             return
-        result.update(status=status, error=error)
-        records.write_json(path, result)
+        result.status, result.error = Status.parse(status), error
+        write_record(path, result)
 
     # -- the driver: one per folder, by lock ---------------------------------------------------------------------
     def acquire_driver(self) -> None:

@@ -100,7 +100,7 @@ def group_option(group: str, option: Any) -> dict[str, Any]:
         cfg = compose(config_name=hc.job.config_name, overrides=[*kept, f"{group}={option}"])
     else:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="trial", overrides=[f"{group}={option}"])
+            cfg = compose(config_name="train", overrides=[f"{group}={option}"])
     return OmegaConf.to_container(cfg[group], resolve=True)
 
 

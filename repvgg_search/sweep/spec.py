@@ -1,4 +1,4 @@
-"""The launch entry point's schema (the base trial, the sweep, the launcher, the search) and its first checks."""
+"""The `sweep:` settings of a sweep (grid or search), their first checks, the sweep folder a config names."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import CONF_DIR, TrialConfig, register_configs
+from ..config import CONF_DIR, TrialConfig
 from ..errors import BadInputError
-from ..jobs.launchers import register_launchers
-from ..search.settings import SearchSettings
 from .folder import SweepFolder
 
 ACTIONS = ("run", "status", "collect", "cancel")
@@ -39,24 +37,6 @@ class SweepSpec:
     retries: int = 1  # resubmissions of a failed trial (within a run and over reruns)
     poll_s: float = 2.0  # seconds between polls of job states (bounded waits)
     max_wait_h: float = 168.0  # the driver gives up waiting after this long (jobs keep running)
-
-
-@dataclass
-class LaunchConfig(TrialConfig):
-    """`python -m repvgg_search.sweep`: the base trial config, the sweep, the launcher, the search."""
-
-    sweep: SweepSpec = field(default_factory=SweepSpec)
-    launcher: Any = None  # one of the launcher schemas (conf/launcher/: local, slurm, debug)
-    search: SearchSettings = field(default_factory=SearchSettings)  # used by sweep.kind=search
-
-
-def register() -> None:
-    """Store the launch schema (and the trial and launcher schemas it builds on) in Hydra's ConfigStore."""
-    from hydra.core.config_store import ConfigStore
-
-    register_configs()
-    register_launchers()
-    ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)
 
 
 def available_sweeps() -> list[str]:

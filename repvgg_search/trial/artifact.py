@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from .. import records
+from .. import checkpoints, files
 from ..config import to_arch
 from ..errors import BadInputError
 from ..models import ArchConfig, build_model, load_state_dict, reparameterize_model
+from ..schema import Status, TrialRecord, read_record
 from .settings import typed_config
 
 FORMS = ("deploy", "train")
@@ -25,32 +25,32 @@ class TrialModel:
 
     model: nn.Module
     arch: ArchConfig
-    record: dict[str, Any]
+    record: TrialRecord
     form: str
     path: Path
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         """(channels, height, width) the trial trained and evaluated at."""
-        side = int(self.record["config"]["data"]["image_size"])
+        side = int(self.record.config["data"]["image_size"])
         return (3, side, side)
 
 
-def trial_arch(record: dict[str, Any]) -> ArchConfig:
+def trial_arch(record: TrialRecord) -> ArchConfig:
     """The architecture a trial record describes, rebuilt from its config alone (no data set needed)."""
-    typed = typed_config({k: record["config"][k] for k in ("model", "variant")})  # all the network is
-    arch = to_arch(typed.model, typed.variant, int(record["arch"]["num_classes"]))
-    if list(arch.widths) != list(record["arch"]["widths"]) or list(arch.depths) != list(record["arch"]["depths"]):
+    typed = typed_config({k: record.config[k] for k in ("model", "variant")})  # all the network is
+    arch = to_arch(typed.model, typed.variant, int(record.arch.num_classes))
+    if list(arch.widths) != list(record.arch.widths) or list(arch.depths) != list(record.arch.depths):
         raise BadInputError(
             f"the trial's config describes widths {arch.widths}, depths {arch.depths}, its record "
-            f"{record['arch']['widths']}, {record['arch']['depths']}: the record was written by another version"
+            f"{record.arch.widths}, {record.arch.depths}: the record was written by another version"
         )
     return arch
 
 
 def _checkpoint_model(path: Path) -> dict[str, torch.Tensor]:
     try:
-        return records.load_checkpoint(path)["model"]
+        return checkpoints.load_checkpoint(path)["model"]
     except Exception as exc:  # a torn or foreign file: say which, never unpickle more than weights
         raise BadInputError(f"{path} cannot be used as a training checkpoint: {type(exc).__name__}") from None
 
@@ -65,22 +65,22 @@ def from_trial(path: str | Path, form: str = "deploy", device: str | torch.devic
     path = Path(path)
     if form not in FORMS:
         raise BadInputError(f"form={form!r} is unknown; allowed: {', '.join(FORMS)}")
-    record = records.read_json(path / records.RESULT)
+    record = read_record(path / files.RESULT)
     if record is None:
-        raise BadInputError(f"{path} holds no trial record ({records.RESULT}); give a trial folder")
-    if record.get("status") != "completed":
-        raise BadInputError(f"trial {record.get('trial_id')} in {path} is {record.get('status')!r}, not completed")
+        raise BadInputError(f"{path} holds no trial record ({files.RESULT}); give a trial folder")
+    if record.status is not Status.COMPLETED:
+        raise BadInputError(f"trial {record.trial_id} in {path} is {record.status.value!r}, not completed")
     arch = trial_arch(record)
     model = build_model(arch)
     if form == "deploy":
-        weights = path / records.DEPLOY_WEIGHTS
+        weights = path / files.DEPLOY_WEIGHTS
         model = reparameterize_model(model) if arch.reparameterizable else model
         state = weights
     else:
-        weights = path / records.CHECKPOINT
+        weights = path / files.CHECKPOINT
         state = _checkpoint_model(weights) if weights.exists() else None
     if not weights.exists():
-        keep = (record.get("config") or {}).get("keep_checkpoint", "?")
+        keep = (record.config or {}).get("keep_checkpoint", "?")
         need = "deploy or all" if form == "deploy" else "all"
         raise BadInputError(
             f"{weights} is not there: the trial kept {keep!r} weights (keep_checkpoint={keep}); the {form} form "

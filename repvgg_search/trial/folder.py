@@ -8,12 +8,12 @@ import os
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from .. import records
+from .. import checkpoints, files
 from ..distributed import process_rank
 from ..errors import BadInputError
 from ..locks import FileLock, LockBusy
+from ..schema import Status, TrialRecord, Weights, read_record, write_record
 from .settings import TrialSettings
 
 _log = logging.getLogger(__name__)
@@ -29,20 +29,20 @@ class TrialBusy(LockBusy):
     """Another live process trains this trial in this folder now."""
 
 
-def claim_folder(trial_dir: Path, s: TrialSettings) -> dict[str, Any] | None:
+def claim_folder(trial_dir: Path, s: TrialSettings) -> TrialRecord | None:
     """Refuse a folder holding another trial; return the result when this trial already completed there."""
     if trial_dir.exists() and not trial_dir.is_dir():
         raise TrialFolderError(f"output folder {trial_dir} is a file, not a folder; choose another (output_dir=PATH)")
-    result = records.read_json(trial_dir / records.RESULT)
-    owner = result.get("trial_id") if result else None
+    result = read_record(trial_dir / files.RESULT)
+    owner = result.trial_id if result else None
     if owner is None:
-        owner = records.checkpoint_owner(trial_dir / records.CHECKPOINT)
+        owner = checkpoints.checkpoint_owner(trial_dir / files.CHECKPOINT)
     if owner is not None and owner != s.trial_id:
         raise TrialFolderError(
             f"output folder {trial_dir} holds trial {owner}, not this trial ({s.trial_id}, {s.preset}/"
             f"{s.arch.variant.label}); refusing to touch it: choose another folder (output_dir=PATH)"
         )
-    if result and result.get("status") == "completed":
+    if result and result.status is Status.COMPLETED:
         return result
     return None
 
@@ -106,33 +106,35 @@ def keep_traceback(trial_dir: Path) -> None:
         traceback.print_exc(file=f)
 
 
-def kept(keep: str) -> dict[str, str | None]:
+def kept(keep: str) -> Weights:
     """The `weights` block of a completed record: the files `keep_checkpoint=keep` leaves (paths in the folder)."""
-    return {
-        "deploy": records.DEPLOY_WEIGHTS if keep in ("all", "deploy") else None,
-        "checkpoint": records.CHECKPOINT if keep == "all" else None,
-    }
+    return Weights(
+        deploy=files.DEPLOY_WEIGHTS if keep in ("all", "deploy") else None,
+        checkpoint=files.CHECKPOINT if keep == "all" else None,
+    )
 
 
-def keep_only(trial_dir: Path, keep: str, result: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def keep_only(trial_dir: Path, keep: str, result: TrialRecord | None = None) -> TrialRecord | None:
     """Apply `keep_checkpoint` to a completed trial's folder: the safety copy `last.prev.pt` always goes, the
-    training checkpoints unless `all`, the deploy weights and the quantization stage's ONNX models with `none`. Only ever called on a completed trial,
-    which nothing resumes or retries. A record given is brought up to date with what is left."""
-    checkpoints = (trial_dir / records.CHECKPOINT).parent
-    records.previous(trial_dir / records.CHECKPOINT).unlink(missing_ok=True)
-    if keep != "all" and checkpoints.is_dir():
-        for f in checkpoints.iterdir():
+    training checkpoints unless `all`, the deploy weights and the quantization stage's ONNX models with `none`.
+    Only ever called on a completed trial, which nothing resumes or retries. A record given is brought up to date with what is left."""
+    saved = (trial_dir / files.CHECKPOINT).parent
+    checkpoints.previous(trial_dir / files.CHECKPOINT).unlink(missing_ok=True)
+    if keep != "all" and saved.is_dir():
+        for f in saved.iterdir():
             f.unlink()
-        checkpoints.rmdir()
+        saved.rmdir()
     if keep == "none":
-        (trial_dir / records.DEPLOY_WEIGHTS).unlink(missing_ok=True)
-        for f in sorted((trial_dir / records.EXPORT_DIR).glob("*.onnx")):  # the quantization stage's models
+        (trial_dir / files.DEPLOY_WEIGHTS).unlink(missing_ok=True)
+        for f in sorted((trial_dir / files.EXPORT_DIR).glob("*.onnx")):  # the quantization stage's models
             f.unlink()
     if result is not None:
-        left = {k: v if v is not None and (trial_dir / v).exists() else None for k, v in kept("all").items()}
-        if result.get("weights") != left:
-            result = {**result, "weights": left}
-            records.write_json(trial_dir / records.RESULT, result)
+        every = kept("all")
+        left = Weights(**{k: v if v is not None and (trial_dir / v).exists() else None
+                          for k, v in (("deploy", every.deploy), ("checkpoint", every.checkpoint))})  # fmt: skip
+        if result.weights != left:
+            result.weights = left
+            write_record(trial_dir / files.RESULT, result)
     return result
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -18,9 +17,10 @@ from torch import nn
 from ..config import GateConfig
 from ..devices import cuda_flags
 from ..distributed import all_reduce_sum
-from ..engine import evaluate
 from ..errors import BadInputError, check_int
-from ..models import ArchConfig, reparameterize_model
+from ..models import ArchConfig, output_error, reparameterize_model
+from ..schema import Agreement, Conversion, Disagreement, Gate
+from ..training import evaluate
 
 GATE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MAX_EXAMPLES = 20  # differing images listed in the record (all are counted)
@@ -35,35 +35,27 @@ def validate_gate(cfg: GateConfig) -> None:
 
 
 @torch.no_grad()
-def conversion_gate(model: nn.Module, deploy: nn.Module, loader, device: torch.device, cfg: GateConfig) -> dict:
+def conversion_gate(model: nn.Module, deploy: nn.Module, loader, device: torch.device, cfg: GateConfig) -> Gate:
     """Compare both forms' logits on the first `cfg.images` images of `loader`; `passed` when within bound."""
     dtype = GATE_DTYPES[cfg.dtype]
     forms = [m if dtype == torch.float32 else copy.deepcopy(m).to(dtype) for m in (model, deploy)]
     for m in forms:
         m.eval()
-    abs_err, peak, seen = 0.0, 0.0, 0
+    outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    seen = 0
     with cuda_flags(device, tf32=False):
         for x, _ in loader:
             x = x[: cfg.images - seen].to(device=device, dtype=dtype)
-            y_train, y_deploy = forms[0](x), forms[1](x)
-            abs_err = max(abs_err, (y_train - y_deploy).abs().max().item())
-            peak = max(peak, y_train.abs().max().item())
+            outputs.append((forms[0](x), forms[1](x)))
             seen += x.shape[0]
             if seen >= cfg.images:
                 break
-    rel = abs_err / max(peak, 1e-30)
-    return {
-        "dtype": cfg.dtype,
-        "tf32": False,
-        "images": seen,
-        "max_abs_error": abs_err,
-        "max_rel_error": rel,
-        "bound": cfg.max_rel_error,
-        "passed": rel <= cfg.max_rel_error,
-    }
+    error = output_error(torch.cat([t for t, _ in outputs]), torch.cat([d for _, d in outputs]))
+    return Gate(dtype=cfg.dtype, tf32=False, images=seen, bound=cfg.max_rel_error,
+                passed=error["max_rel_error"] <= cfg.max_rel_error, **error)  # fmt: skip
 
 
-def agreement(train_eval: dict, deploy_eval: dict, precision: str) -> dict[str, Any]:
+def agreement(train_eval: dict, deploy_eval: dict, precision: str) -> Agreement:
     """Image-by-image agreement of the two forms' predicted classes under the trial's precision: how many
     differ, and their train-form margins (top-1 minus top-2 logit: a flip at a tiny margin is a near tie)."""
     differ = train_eval["pred"] != deploy_eval["pred"]
@@ -71,17 +63,12 @@ def agreement(train_eval: dict, deploy_eval: dict, precision: str) -> dict[str, 
     index = differ.nonzero().flatten()
     margins = train_eval["margin"][index]
     examples = [
-        {"index": int(i), "train_class": int(train_eval["pred"][i]), "deploy_class": int(deploy_eval["pred"][i]),
-         "margin": float(train_eval["margin"][i])}
+        Disagreement(index=int(i), train_class=int(train_eval["pred"][i]), deploy_class=int(deploy_eval["pred"][i]),
+                     margin=float(train_eval["margin"][i]))
         for i in index[:MAX_EXAMPLES]
     ]  # fmt: skip
-    return {
-        "precision": precision,
-        "images": int(counts[1]),
-        "differ": int(counts[0]),
-        "max_margin": float(margins.max()) if len(margins) else None,
-        "examples": examples,
-    }
+    return Agreement(precision=precision, images=int(counts[1]), differ=int(counts[0]),
+                     max_margin=float(margins.max()) if len(margins) else None, examples=examples)  # fmt: skip
 
 
 @dataclass
@@ -92,11 +79,11 @@ class Forms:
     train_eval: dict
     deploy: nn.Module | None = None
     deploy_eval: dict | None = None
-    conversion: dict = field(default_factory=dict)
+    conversion: Conversion = field(default_factory=Conversion)
 
     @property
     def passed(self) -> bool:
-        return self.conversion.get("gate", {}).get("passed", True)
+        return self.conversion.gate is None or bool(self.conversion.gate.passed)
 
 
 def check_forms(
@@ -109,13 +96,13 @@ def check_forms(
     if train_eval is None:
         train_eval = evaluate(model, loader, device=device, amp=amp, keep=True)
     if not arch.reparameterizable:
-        return Forms(train_eval, conversion={"converted": False, "reason": arch.variant.why_not_reparameterizable})
+        return Forms(train_eval, conversion=Conversion(converted=False, reason=arch.variant.why_not_reparameterizable))
     deploy = reparameterize_model(model)
     gate = conversion_gate(model, deploy, loader, device, cfg)
-    conversion = {"converted": True, "plain": arch.plain, "max_abs_error": gate["max_abs_error"],
-                  "max_rel_error": gate["max_rel_error"], "gate": gate}  # fmt: skip
-    if not gate["passed"]:
+    conversion = Conversion(converted=True, plain=arch.plain, max_abs_error=gate.max_abs_error,
+                            max_rel_error=gate.max_rel_error, gate=gate)  # fmt: skip
+    if not gate.passed:
         return Forms(train_eval, conversion=conversion)
     deploy_eval = evaluate(deploy, loader, device=device, amp=amp, keep=True)
-    conversion["agreement"] = agreement(train_eval, deploy_eval, amp)
+    conversion.agreement = agreement(train_eval, deploy_eval, amp)
     return Forms(train_eval, deploy, deploy_eval, conversion)

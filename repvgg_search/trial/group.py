@@ -12,8 +12,9 @@ from typing import Any
 import submitit
 import torch
 
-from .. import records
+from .. import files
 from ..devices import cpu_cores
+from ..schema import TrialRecord, read_record
 from .runner import EXIT_INTERRUPTED, TrialInterrupted, TrialRunner
 
 _MEMBERS: list[Any] = []  # this process's running members (processes cannot be pickled with the group)
@@ -26,7 +27,7 @@ class TrialGroup(submitit.helpers.Checkpointable):
     def __init__(self, members: list[TrialRunner]) -> None:
         self.members = members
 
-    def __call__(self) -> list[dict[str, Any]]:
+    def __call__(self) -> list[TrialRecord | None]:
         ctx = multiprocessing.get_context("spawn")
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         threads = max(1, cpu_cores() // len(self.members))
@@ -39,7 +40,7 @@ class TrialGroup(submitit.helpers.Checkpointable):
             p.start()
         for p in procs:
             p.join()
-        return [records.read_json(Path(m.trial_dir) / records.RESULT) or {} for m in self.members]
+        return [read_record(Path(m.trial_dir) / files.RESULT) for m in self.members]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         for p in _MEMBERS:

@@ -2,7 +2,7 @@
 
 `run_trial` runs (or resumes, or reports) a trial in its folder; `TrialRunner` is the same as a
 `submitit.helpers.Checkpointable`, so a SLURM preemption or timeout requeues it and it resumes from the folder's
-checkpoint.
+checkpoint. Every record it writes is a typed `schema.TrialRecord`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,31 @@ from typing import Any
 
 import submitit
 import torch
-from omegaconf import OmegaConf
 
-from .. import records
+from .. import checkpoints, devices, files
 from ..data import build_loaders
-from ..deploy.stage import quant_stage
 from ..devices import DeviceLock, resolve_device, training_environment
 from ..distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
-from ..engine import (
+from ..models import build_model
+from ..profile import arch_sizes, resolve_protocol
+from ..profile.figures import speed_figure
+from ..progress import want_progress
+from ..schema import (
+    MAC_CONVENTION,
+    ArchBlock,
+    Complexity,
+    Environment,
+    Metrics,
+    Quant,
+    Sizes,
+    Status,
+    Timings,
+    TrialRecord,
+    TrialSize,
+    write_record,
+)
+from ..tracking import Tracker
+from ..training import (
     build_optimizer,
     build_scheduler,
     configure_backends,
@@ -37,15 +54,10 @@ from ..engine import (
     make_scaler,
     prepare_model,
     train_one_epoch,
-    want_progress,
 )
-from ..models import build_model
-from ..profile import arch_sizes, resolve_protocol
-from ..profile.stage import speed_figure
-from ..schema import MAC_CONVENTION, arch_record, record_header
-from ..tracking import Tracker
 from .folder import LOG, claim_folder, keep_only, keep_traceback, kept, link_job_logs, log_file, working_in
 from .gate import Forms, check_forms
+from .quantization import quant_stage
 from .settings import TrialSettings, settings_from_config
 
 _log = logging.getLogger(__name__)
@@ -53,6 +65,7 @@ _log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 3  # exit status of an interrupted trial (rerun the same command to resume)
 EXIT_DIVERGED = 4  # the training diverged: a result (status diverged), not a crash
 EXIT_BUSY = 5  # another process trains this trial in this folder now
+EXIT_CODES = {Status.COMPLETED: 0, Status.INTERRUPTED: EXIT_INTERRUPTED, Status.DIVERGED: EXIT_DIVERGED}
 
 
 class TrialInterrupted(Exception):
@@ -76,12 +89,12 @@ class TrialRunner(submitit.helpers.Checkpointable):
     def __init__(self, config: dict[str, Any], trial_dir: str, speed_dir: str | None = None) -> None:
         self.config, self.trial_dir, self.speed_dir = config, str(trial_dir), speed_dir
 
-    def __call__(self, progress: bool | None = None) -> dict[str, Any]:
+    def __call__(self, progress: bool | None = None) -> TrialRecord:
         if not logging.getLogger().handlers:  # a batch job: plain log lines on stderr (the job's log file)
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = settings_from_config(self.config)
         if self.speed_dir is not None:
-            settings = dataclasses.replace(settings, speed_dir=self.speed_dir)
+            settings = settings.with_speed_dir(self.speed_dir)
         return run_trial(settings, Path(self.trial_dir), progress=progress)
 
 
@@ -92,15 +105,16 @@ def run_trial(
     progress: bool | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     wait: bool = True,
-) -> dict[str, Any]:
-    """Run (or resume, or report) one trial in `trial_dir`; returns its result record.
+) -> TrialRecord:
+    """Run (or resume, or report) one trial in `trial_dir`; returns its record.
 
     Only one process trains a trial: this one takes the folder's lock, waiting
     while another process trains it (`wait`; else TrialBusy), then reports that process's result if it finished.
     Raises `TrialInterrupted` after SIGTERM/SIGUSR2 (the checkpoint of the last finished epoch stays), and
     re-raises any failure after recording it (status `failed`, a one-line error; the traceback in trial.log).
     A diverged or gate-failed trial is a result (its status says so), not an exception. `on_epoch(epoch, row)`
-    (epochs numbered from 1) is called on rank 0 after each epoch's checkpoint and metrics line (a search's pruner raises from it).
+    (epochs numbered from 1) is called on rank 0 after each epoch's checkpoint and metrics line (a search's pruner
+    raises from it).
     """
     trial_dir = Path(trial_dir)
     claim_folder(trial_dir, s)  # refuses another trial's folder before waiting on anything
@@ -109,7 +123,7 @@ def run_trial(
         done = claim_folder(trial_dir, s)
         if done is not None:
             _log.info("trial %s already completed in %s: reporting its result", s.trial_id, trial_dir)
-            return keep_only(trial_dir, s.keep_checkpoint, done)
+            return keep_only(trial_dir, s.cfg.keep_checkpoint, done)
         with log_file(trial_dir / LOG):
             return _Trial(s, trial_dir, want_progress() if progress is None else progress, on_epoch).run()
 
@@ -118,16 +132,16 @@ class _Trial:
     """The state of one running trial; `run()` drives it from set-up to the final record."""
 
     def __init__(self, s: TrialSettings, trial_dir: Path, progress: bool, on_epoch=None) -> None:
-        self.s, self.dir, self.progress, self.on_epoch = s, trial_dir, progress, on_epoch
-        self.timings: dict[str, float] = {}
+        self.s, self.cfg, self.dir, self.progress, self.on_epoch = s, s.cfg, trial_dir, progress, on_epoch
+        self.timings = Timings()
         self.t0 = time.perf_counter()
         self.tracker: Tracker | None = None
-        self.environment: dict[str, Any] = {}
+        self.environment = Environment()
         self.dist: DistInfo | None = None
         self.final_eval: dict | None = None  # the last epoch's evaluation, reused by the end of the trial
 
-    def run(self) -> dict[str, Any]:
-        status, error, result = "failed", None, None
+    def run(self) -> TrialRecord:
+        status, error, result = Status.FAILED, None, None
         try:
             with _interruptible():
                 self._setup()
@@ -136,10 +150,10 @@ class _Trial:
                     result = self._finish()
                 except Diverged as exc:  # a result, not a crash: the last finite metrics are kept
                     result = self._diverged(exc)
-            status = result["status"]
+            status = result.status
             return result
         except (TrialInterrupted, SystemExit, KeyboardInterrupt) as exc:
-            status, error = "interrupted", f"{type(exc).__name__}: {exc}"
+            status, error = Status.INTERRUPTED, f"{type(exc).__name__}: {exc}"
             raise
         except BaseException as exc:
             error = one_line(exc)
@@ -149,60 +163,60 @@ class _Trial:
             if result is None:  # the trial did not get to record its own end
                 self._record_unfinished(status, error)
             if self.tracker is not None:
-                codes = {"completed": 0, "interrupted": EXIT_INTERRUPTED, "diverged": EXIT_DIVERGED}
-                self.tracker.finish(codes.get(status, 1))
+                self.tracker.finish(EXIT_CODES.get(status, 1))
             if self.dist is not None and self.dist.is_distributed:
                 cleanup()
 
     # -- set-up -----------------------------------------------------------------------------------------------
     def _setup(self) -> None:
-        s = self.s
+        cfg = self.cfg
         self.dist = init_distributed()
         self.main = self.dist.rank == 0
-        self.device = self.dist.device if self.dist.is_distributed else resolve_device(s.device)
-        threads = s.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))  # a SLURM job: the cores it was given
+        self.device = self.dist.device if self.dist.is_distributed else resolve_device(cfg.device)
+        threads = cfg.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))  # a SLURM job: the cores it was given
         if threads:
             torch.set_num_threads(threads)
-        configure_backends(s.train, self.device)
-        self.environment = training_environment(self.device, s.train)
+        configure_backends(cfg.train, self.device)
+        self.environment = Environment(**training_environment(self.device, cfg.train))
         self.lock = DeviceLock(self.device)  # shared while training, so speed is never timed beside it
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            records.write_text(self.dir / records.CONFIG, OmegaConf.to_yaml(s.config))
-            self._write_result({"status": "running"})
+            files.write_config(self.dir, self.s.config, overwrite=True)
+            self._write(Status.RUNNING)
         self._build()
         self._resume()
         self.tracker = Tracker(
-            s.tracking,
-            trial_id=s.trial_id,
+            cfg.tracking,
+            trial_id=self.s.trial_id,
             trial_dir=self.dir,
-            config=s.config,
-            tags=[s.preset, s.arch.variant.label],
-            name=s.display_name,
+            config=self.s.config,
+            tags=[self.s.preset, self.s.arch.variant.label],
+            name=self.s.display_name,
             enabled=self.main,
         )
-        self.timings["setup_s"] = time.perf_counter() - self.t0
+        self.timings.setup_s = time.perf_counter() - self.t0
 
     def _build(self) -> None:
-        s, dist = self.s, self.dist
+        cfg, dist = self.cfg, self.dist
         self.train_loader, self.val_loader, self.info = build_loaders(
-            s.data,
+            cfg.data,
             device=self.device,
-            seed=s.seed,
+            seed=cfg.seed,
             distributed=dist.is_distributed,
             rank=dist.rank,
             world_size=dist.world_size,
-            autoaugment=s.train.autoaugment,
+            autoaugment=cfg.train.autoaugment,
         )
-        torch.manual_seed(s.seed)
-        model = prepare_model(build_model(s.arch, seed=s.seed), s.train, self.device)  # paired across variants
+        torch.manual_seed(cfg.seed)
+        model = prepare_model(build_model(self.s.arch, seed=cfg.seed), cfg.train, self.device)  # paired across variants
         self.model = wrap_ddp(model, dist) if dist.is_distributed else model
-        self.optimizer = build_optimizer(model, s.train, s.data.batch_size * dist.world_size)
-        self.scheduler = build_scheduler(self.optimizer, s.train, len(self.train_loader))
-        self.scaler = make_scaler(s.train, self.device)
+        self.optimizer = build_optimizer(model, cfg.train, cfg.data.batch_size * dist.world_size)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train, len(self.train_loader))
+        self.scaler = make_scaler(cfg.train, self.device)
 
     def _resume(self) -> None:
-        ckpt = records.load_usable_checkpoint(self.dir / records.CHECKPOINT, _log.warning, move_aside=self.main)
+        path = self.dir / files.CHECKPOINT
+        ckpt = checkpoints.load_usable_checkpoint(path, _log.warning, move_aside=self.main)
         self.epochs_done, self.resumes = 0, []
         if ckpt is not None:
             unwrap(self.model).load_state_dict(ckpt["model"])
@@ -212,11 +226,11 @@ class _Trial:
                 self.scaler.load_state_dict(ckpt["scaler"])
             self.epochs_done = ckpt["epochs_done"]
             self.resumes = [*ckpt.get("resumes", []), self.epochs_done]
-            _log.info("trial %s: resuming after epoch %d of %d", self.s.trial_id, self.epochs_done, self.s.train.epochs)
+            _log.info("trial %s: resuming after epoch %d of %d", self.s.trial_id, self.epochs_done, self.cfg.train.epochs)
         elif self.main:
             self._save_checkpoint()  # so that an interruption during the first epoch also leaves a checkpoint
         if self.main:  # epochs after the checkpoint are redone: drop their lines
-            records.truncate_jsonl(self.dir / records.METRICS, lambda r: r["epoch"] <= self.epochs_done)
+            files.truncate_jsonl(self.dir / files.METRICS, lambda r: r["epoch"] <= self.epochs_done)
 
     def _save_checkpoint(self) -> None:
         state = {
@@ -228,167 +242,148 @@ class _Trial:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
         }
-        records.save_checkpoint(self.dir / records.CHECKPOINT, state)
+        checkpoints.save_checkpoint(self.dir / files.CHECKPOINT, state)
 
     # -- training ---------------------------------------------------------------------------------------------
     def _train(self) -> None:
-        t = time.perf_counter()
-        for epoch in range(self.epochs_done, self.s.train.epochs):
+        t, epochs = time.perf_counter(), self.cfg.train.epochs
+        for epoch in range(self.epochs_done, epochs):
             with self.lock.shared():  # a speed measurement on this device waits for the epoch to end
                 stats, val = self._epoch(epoch)
             self.epochs_done, self.final_eval = epoch + 1, val
-            row = {
-                "trial_id": self.s.trial_id,
-                "epoch": epoch + 1,
-                **_prefixed(stats, "train_"),
-                **_prefixed(val, "val_"),
-            }
+            row = {"trial_id": self.s.trial_id, "epoch": epoch + 1, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
             if self.main:
                 self._save_checkpoint()
-                records.append_jsonl(self.dir / records.METRICS, row)
+                files.append_jsonl(self.dir / files.METRICS, row)
                 self.tracker.log_epoch(row)
                 if self.on_epoch is not None:
                     self.on_epoch(self.epochs_done, row)  # may raise (a pruned trial) after this epoch's checkpoint
-            _log.info(
-                "epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, self.s.train.epochs, stats["loss"], val["top1"]
-            )
-        self.timings["train_s"] = time.perf_counter() - t
+            _log.info("epoch %d/%d: loss %.4f, val top1 %.2f%%", epoch + 1, epochs, stats["loss"], val["top1"])
+        self.timings.train_s = time.perf_counter() - t
 
     def _epoch(self, epoch: int) -> tuple[dict, dict]:
-        s = self.s
+        cfg = self.cfg
         try:
             stats = train_one_epoch(
-                self.model, self.train_loader, self.optimizer, self.scheduler, cfg=s.train, device=self.device,
-                epoch=epoch, seed=s.seed, scaler=self.scaler, progress=self.progress and self.main, log=_log.info,
+                self.model, self.train_loader, self.optimizer, self.scheduler, cfg=cfg.train, device=self.device,
+                epoch=epoch, seed=cfg.seed, scaler=self.scaler, progress=self.progress and self.main, log=_log.info,
             )  # fmt: skip
         except FloatingPointError as exc:  # a non-finite training loss
             raise Diverged(epoch + 1, str(exc)) from None
-        last = epoch + 1 == s.train.epochs  # its predictions and margins serve the forms' agreement
-        val = evaluate(self.model, self.val_loader, device=self.device, amp=s.train.amp, keep=last)
+        last = epoch + 1 == cfg.train.epochs  # its predictions and margins serve the forms' agreement
+        val = evaluate(self.model, self.val_loader, device=self.device, amp=cfg.train.amp, keep=last)
         if not math.isfinite(val["loss"]) or not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise Diverged(epoch + 1, f"non-finite weights after the epoch (validation loss {val['loss']})")
         return stats, val
 
-    def _diverged(self, exc: Diverged) -> dict[str, Any]:
+    def _diverged(self, exc: Diverged) -> TrialRecord:
         """Record a diverged training as a result: its epoch, the last finite epoch's metrics, no model kept."""
         last = self._last_row()
-        fields = {
-            "status": "diverged",
-            "error": str(exc),
-            "diverged_epoch": exc.epoch,
-            "metrics": {"top1": last.get("val_top1"), "loss": last.get("val_loss"), "epochs": self.epochs_done},
-        }
+        metrics = Metrics(top1=last.get("val_top1"), loss=last.get("val_loss"), epochs=self.epochs_done)
         _log.warning("trial %s: %s (a result: status diverged, last finite metrics kept)", self.s.trial_id, exc)
-        return self._write_result(fields) if self.main else {"trial_id": self.s.trial_id, "status": "diverged"}
+        if not self.main:
+            return TrialRecord(trial_id=self.s.trial_id, status=Status.DIVERGED)
+        return self._write(Status.DIVERGED, error=str(exc), diverged_epoch=exc.epoch, metrics=metrics)
 
     # -- the end of a trial -----------------------------------------------------------------------------------
-    def _finish(self) -> dict[str, Any]:
+    def _finish(self) -> TrialRecord:
         """Evaluate, convert and gate (every rank: evaluation all-reduces over shards); rank 0 profiles, records."""
         t = time.perf_counter()
         model = unwrap(self.model).eval()
         with self.lock.shared():
             forms = check_forms(
-                model, self.val_loader, self.device, self.s.arch, self.s.train.amp, self.s.gate, self.final_eval
+                model, self.val_loader, self.device, self.s.arch, self.cfg.train.amp, self.cfg.gate, self.final_eval
             )
-        self.timings["eval_s"] = time.perf_counter() - t
+        self.timings.eval_s = time.perf_counter() - t
         if not self.main:
-            return {"trial_id": self.s.trial_id, "status": "completed", "rank": self.dist.rank}
-        result = {"metrics": self._metrics(forms), "resumes": self.resumes, "conversion": forms.conversion}
+            return TrialRecord(trial_id=self.s.trial_id, status=Status.COMPLETED)
+        done = {"metrics": self._metrics(forms), "resumes": self.resumes, "conversion": forms.conversion}
         if not forms.passed:  # the training is kept (checkpoint, metrics): a rerun gates again without training
-            gate = forms.conversion["gate"]
+            gate = forms.conversion.gate
             error = (
-                f"ConversionGateError: deploy-form logits differ from the train form's by {gate['max_rel_error']:.2e} "
-                f"(relative, {gate['dtype']}, TF32 off, {gate['images']} images) > bound {gate['bound']:.1e}"
+                f"conversion gate failed: deploy-form logits differ from the train form's by {gate.max_rel_error:.2e} "
+                f"(relative, {gate.dtype}, TF32 off, {gate.images} images) > bound {gate.bound:.1e}"
             )
-            return self._write_result({"status": "failed", **result, "error": error})
-        result.update(self._profile(model, forms.deploy))
-        if self.s.quant.ptq:
-            result["quant"] = self._quantize(forms.deploy if forms.deploy is not None else model, result["metrics"])
-        if self.s.keep_checkpoint != "none":  # the deploy form, or the train form where none exists
-            weights = (forms.deploy if forms.deploy is not None else model).state_dict()
-            records.save_checkpoint(self.dir / records.DEPLOY_WEIGHTS, weights, keep_previous=False)
-        self.timings["total_s"] = time.perf_counter() - self.t0
-        result = self._write_result({"status": "completed", **result, "weights": kept(self.s.keep_checkpoint)})
+            return self._write(Status.FAILED, error=error, **done)
+        measured = forms.deploy if forms.deploy is not None else model  # the deploy form, or the train form
+        done.update(self._profile(measured, deploy_is_train_form=forms.deploy is None))
+        if self.cfg.quant.ptq:
+            done["quant"] = self._quantize(measured, done["metrics"])
+        if self.cfg.keep_checkpoint != "none":
+            checkpoints.save_checkpoint(self.dir / files.DEPLOY_WEIGHTS, measured.state_dict(), keep_previous=False)
+        self.timings.total_s = time.perf_counter() - self.t0
+        result = self._write(Status.COMPLETED, weights=kept(self.cfg.keep_checkpoint), **done)
         self.tracker.summarize(result)
-        keep_only(self.dir, self.s.keep_checkpoint)
+        keep_only(self.dir, self.cfg.keep_checkpoint)
         return result
 
-    def _metrics(self, forms: Forms) -> dict[str, Any]:
+    def _metrics(self, forms: Forms) -> Metrics:
         val, last = forms.train_eval, self._last_row()
-        return {
-            "top1": val["top1"],
-            "deploy_top1": forms.deploy_eval["top1"] if forms.deploy_eval else None,
-            "loss": val["loss"],
-            "train_top1": last.get("train_top1"),
-            "train_loss": last.get("train_loss"),
-            "epochs": self.epochs_done,
-            "val_images": val["total"],
-        }
+        return Metrics(
+            top1=val["top1"],
+            deploy_top1=forms.deploy_eval["top1"] if forms.deploy_eval else None,
+            loss=val["loss"],
+            train_top1=last.get("train_top1"),
+            train_loss=last.get("train_loss"),
+            epochs=self.epochs_done,
+            val_images=val["total"],
+        )
 
-    def _profile(self, model, deploy) -> dict[str, Any]:
-        """Sizes of both forms, and the speed figure of the deploy form (the train form where none exists)."""
-        t, side = time.perf_counter(), self.info.image_size
-        protocol = resolve_protocol(self.s.speed, self.device)
-        cache = Path(self.s.speed_dir) if self.s.speed_dir else self.dir / "speed"
-        measured = deploy if deploy is not None else model
-        speed = speed_figure(measured, protocol, self.device, cache, side=side, in_channels=self.info.in_channels)
-        self.timings["profile_s"] = time.perf_counter() - t
-        return {
-            "complexity": {
-                "input_size": [3, 224, 224],
-                "convention": MAC_CONVENTION,
-                **arch_sizes(self.s.arch, 224),
-                "trial_size": {"input_size": [self.info.in_channels, side, side], **arch_sizes(self.s.arch, side)},
-                "deploy_is_train_form": deploy is None,
-            },
-            "speed": {"form": "deploy" if deploy is not None else "train", **speed},
-        }
+    def _profile(self, measured, *, deploy_is_train_form: bool) -> dict[str, Any]:
+        """Sizes of both forms, and the speed figure of the measured form (deploy, or train where none exists)."""
+        t, side, channels = time.perf_counter(), self.info.image_size, self.info.in_channels
+        protocol = resolve_protocol(dataclasses.asdict(self.cfg.speed), self.device)
+        speed = speed_figure(measured, protocol, self.device, self._speed_dir(), side=side, in_channels=channels)
+        speed.form = "train" if deploy_is_train_form else "deploy"
+        self.timings.profile_s = time.perf_counter() - t
+        at_224, at_side = arch_sizes(self.s.arch, 224), arch_sizes(self.s.arch, side)
+        complexity = Complexity(
+            input_size=[3, 224, 224],
+            convention=MAC_CONVENTION,
+            train=Sizes(**at_224["train"]),
+            deploy=Sizes(**at_224["deploy"]),
+            trial_size=TrialSize([channels, side, side], Sizes(**at_side["train"]), Sizes(**at_side["deploy"])),
+            deploy_is_train_form=deploy_is_train_form,
+        )
+        return {"complexity": complexity, "speed": speed}
 
-    def _quantize(self, measured, metrics: dict[str, Any]) -> dict[str, Any]:
+    def _quantize(self, measured, metrics: Metrics) -> Quant:
         t = time.perf_counter()
-        cache = Path(self.s.speed_dir) if self.s.speed_dir else self.dir / "speed"
-        float_top1 = metrics["deploy_top1"] if metrics["deploy_top1"] is not None else metrics["top1"]
-        block = quant_stage(measured, self.s.quant, self.s.data, self.val_loader, self.dir, cache, float_top1)
-        _log.info("trial %s: INT8 top1 %.2f%% (drop %.2f points)", self.s.trial_id, block["int8_top1"], block["drop"])
-        self.timings["quant_s"] = time.perf_counter() - t
+        float_top1 = metrics.deploy_top1 if metrics.deploy_top1 is not None else metrics.top1
+        cfg = self.cfg
+        block = quant_stage(measured, cfg.quant, cfg.data, self.val_loader, self.dir, self._speed_dir(), float_top1)
+        _log.info("trial %s: INT8 top1 %.2f%% (drop %.2f points)", self.s.trial_id, block.int8_top1, block.drop)
+        self.timings.quant_s = time.perf_counter() - t
         return block
 
+    def _speed_dir(self) -> Path:
+        return Path(self.cfg.speed_dir) if self.cfg.speed_dir else self.dir / "speed"
+
     def _last_row(self) -> dict:
-        rows = records.read_jsonl(self.dir / records.METRICS)
+        rows = files.read_jsonl(self.dir / files.METRICS)
         return rows[-1] if rows else {}
 
     # -- records ----------------------------------------------------------------------------------------------
-    def _write_result(self, fields: dict[str, Any]) -> dict[str, Any]:
+    def _write(self, status: Status, **blocks: Any) -> TrialRecord:
+        """Write the trial's record: the header, the given blocks (TrialRecord fields), provenance and timings."""
         s = self.s
-        header = record_header(
-            trial_id=s.trial_id,
-            status=fields["status"],
-            group=s.tracking.group,
-            arch=arch_record(s.preset, s.arch),
-            seed=s.seed,
-            config=s.config,
-        )
-        result = {
-            **header,
-            **fields,
-            "timings": dict(self.timings),
-            "git_commit": records.git_commit(),
-            "versions": records.library_versions(),
-            "environment": self.environment,
-            "wandb_run": self.tracker.run_dir if self.tracker is not None else None,
-            "error": fields.get("error"),
-        }
-        records.write_json(self.dir / records.RESULT, result)
-        return result
+        record = TrialRecord.header(trial_id=s.trial_id, status=status, group=self.cfg.tracking.group,
+                                    arch=ArchBlock.of(s.preset, s.arch), seed=self.cfg.seed, config=s.config)  # fmt: skip
+        for name, value in blocks.items():
+            setattr(record, name, value)  # slots: a name that is not a record field raises here
+        record.timings = dataclasses.replace(self.timings)
+        record.git_commit = devices.git_commit()
+        record.versions = devices.library_versions()
+        record.environment = self.environment
+        record.wandb_run = self.tracker.run_dir if self.tracker is not None else None
+        return write_record(self.dir / files.RESULT, record)
 
-    def _record_unfinished(self, status: str, error: str | None) -> None:
+    def _record_unfinished(self, status: Status, error: str | None) -> None:
         if self.dist is not None and not self.main:
             return
         with contextlib.suppress(Exception):  # recording must never hide the original error
-            self.timings["total_s"] = time.perf_counter() - self.t0
-            result = self._write_result(
-                {"status": status, "error": error, "epochs_done": getattr(self, "epochs_done", 0)}
-            )
+            self.timings.total_s = time.perf_counter() - self.t0
+            result = self._write(status, error=error, epochs_done=getattr(self, "epochs_done", 0))
             if self.tracker is not None:
                 self.tracker.summarize(result)
 

@@ -12,18 +12,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from ..config import GateConfig, QuantConfig, TrackingConfig, TrialConfig, to_arch
-from ..data import DataConfig, expected_num_classes
+from ..config import TrialConfig, to_arch
+from ..data import expected_num_classes
 from ..deploy.quant import validate_quant
 from ..devices import resolve_device
-from ..engine import (
-    TrainConfig,
-    validate_train,
-)
 from ..errors import BadInputError
 from ..models import ArchConfig
 from ..profile.protocols import PROTOCOLS, resolve_protocol
 from ..tracking import validate_tracking
+from ..training import (
+    validate_train,
+)
 from .gate import validate_gate
 
 _log = logging.getLogger(__name__)
@@ -37,28 +36,26 @@ KEEP = ("all", "deploy", "none")  # keep_checkpoint: what a completed trial keep
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """A validated trial: plain dataclasses (no DictConfig), the resolved config and its id."""
+    """A validated trial: its id, its effective architecture, the typed config (`cfg`, plain dataclasses: no
+    DictConfig) and the resolved config as records hold it (`config`: no output paths)."""
 
     trial_id: str
-    preset: str
     arch: ArchConfig
-    data: DataConfig
-    train: TrainConfig
-    tracking: TrackingConfig
-    speed: dict[str, Any]  # the protocol as configured: `auto` is resolved where the trial runs
-    gate: GateConfig
-    seed: int
-    device: str
-    threads: int | None
-    keep_checkpoint: str
-    quant: QuantConfig
-    speed_dir: str | None
+    cfg: TrialConfig
     config: dict[str, Any]
+
+    @property
+    def preset(self) -> str:
+        return self.cfg.model.name
 
     @property
     def display_name(self) -> str:
         """`<preset>-<variant>-s<seed>`: the default folder prefix and wandb run name."""
-        return f"{self.preset}-{self.arch.variant.label}-s{self.seed}"
+        return f"{self.preset}-{self.arch.variant.label}-s{self.cfg.seed}"
+
+    def with_speed_dir(self, speed_dir: str | None) -> TrialSettings:
+        """The same trial with its speed figures kept in `speed_dir` (a sweep's shared folder)."""
+        return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, speed_dir=speed_dir))
 
 
 def typed_config(cfg: DictConfig | dict) -> TrialConfig:
@@ -87,23 +84,7 @@ def settings_from_typed(typed: TrialConfig) -> TrialSettings:
     config = dataclasses.asdict(typed)
     for key in ("output_dir", "speed_dir"):  # where things go, not what the trial is
         config.pop(key, None)
-    return TrialSettings(
-        trial_id=trial_id(config, arch),
-        preset=typed.model.name,
-        arch=arch,
-        data=typed.data,
-        train=typed.train,
-        tracking=typed.tracking,
-        speed=dataclasses.asdict(typed.speed),
-        gate=typed.gate,
-        seed=typed.seed,
-        device=typed.device,
-        threads=typed.threads,
-        keep_checkpoint=typed.keep_checkpoint,
-        quant=typed.quant,
-        speed_dir=typed.speed_dir,
-        config=config,
-    )
+    return TrialSettings(trial_id=trial_id(config, arch), arch=arch, cfg=typed, config=config)
 
 
 def settings_from_config(cfg: DictConfig | dict) -> TrialSettings:

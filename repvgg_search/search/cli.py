@@ -1,4 +1,5 @@
-"""`python -m repvgg_search.search SWEEP_DIR`: one more worker on an existing search, started by hand."""
+"""`python -m repvgg_search.search SWEEP_DIR` (console script `repvgg-search-worker`): one more worker on an existing
+search, started by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import records
+from .. import files
 from ..errors import EXIT_BAD_INPUT, BadInputError
 from .plan import SEARCH_JSON, SearchPlan, prepare_study
 from .settings import SearchError
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", type=int, default=os.getpid(), help="worker index (seeds its sampler stream)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data = records.read_json(args.sweep_dir / SEARCH_JSON)
+    data = files.read_json(args.sweep_dir / SEARCH_JSON)
     try:
         if data is None:
             raise SearchError(f"{args.sweep_dir} holds no search (no {SEARCH_JSON}); start it with the sweep command")

@@ -1,4 +1,5 @@
-"""Progress of a sweep or search: a live line on a terminal, plain log lines in batch jobs; elapsed time and ETA."""
+"""Progress for a person watching, silence for batch jobs: whether anyone watches, a sweep's live status line with
+elapsed time and ETA, and whether a trial draws progress bars. A leaf: every layer may use it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ def interactive() -> bool:
     """Whether a person is watching: stderr is a terminal and this is not a SLURM or submitit batch job."""
     batch = any(k in os.environ for k in ("SLURM_JOB_ID", "SUBMITIT_FOLDER", "SUBMITIT_EXECUTOR"))
     return sys.stderr.isatty() and not batch
+
+
+def want_progress() -> bool:
+    """Whether a trial draws progress bars: a person is watching (see `interactive`) and this is rank 0."""
+    return interactive() and os.environ.get("RANK", "0") == "0"
 
 
 def duration(seconds: float) -> str:

@@ -14,7 +14,8 @@ from torch import nn
 
 from repvgg_search.config import CONF_DIR as CONF
 from repvgg_search.data import DataConfig, DataError, TensorLoader, build_loaders, load_digits_split
-from repvgg_search.engine import (
+from repvgg_search.models import create_model
+from repvgg_search.training import (
     TrainConfig,
     TrainConfigError,
     build_optimizer,
@@ -24,7 +25,6 @@ from repvgg_search.engine import (
     validate_train,
     want_progress,
 )
-from repvgg_search.models import create_model
 
 
 def tiny_model(variant: str = "full") -> nn.Module:

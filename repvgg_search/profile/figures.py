@@ -1,4 +1,4 @@
-"""The speed stage: one figure per (deploy architecture, device, protocol), measured once, with the device to itself.
+"""Speed figures: one per (deploy architecture, device, protocol), measured once, with the device to itself.
 
 A figure is keyed by a hash of the measured network's structure (so the plain variants, one and the same deploy
 network, share one figure), the protocol, the input side and the device model; it is measured under the device's
@@ -8,17 +8,18 @@ trials. A trial that finds its figure there reuses it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from .. import records
+from .. import files
 from ..devices import DeviceLock, cpu_cores, device_name, resolve_device
+from ..schema import RecordError, SpeedFigure, parse, to_json
 from .protocols import SpeedProtocol
 from .speed import check_runtime, measure, measure_onnx
 
@@ -50,33 +51,35 @@ def speed_figure(
     in_channels: int = 3,
     onnx: Path | None = None,
     precision: str = "float",
-) -> dict[str, Any]:
+) -> SpeedFigure:
     """The figure of `model` under `protocol` on `device`: from `cache` when it holds one, else measured with the
-    device to itself and written there. `source` says which (measured, cached). `onnx`: an ONNX export of `model`
+    device to itself and written there (checked against the record schema either way). `source` says which (measured, cached). `onnx`: an ONNX export of `model`
     already on disk (a protocol with runtime onnxruntime), timed as it is instead of exporting again; with
     `precision="int8"` it is the model's INT8 quantization, whose figure is cached apart from the float one."""
     dev = resolve_device(device)
     key = figure_key(model, protocol, dev, side, precision)
     path = Path(cache) / f"{key}.json" if cache is not None else None
     if path is not None and (found := _read(path)) is not None:
-        return {**found, "source": "cached"}
+        return dataclasses.replace(found, source="cached")
     with DeviceLock(dev).exclusive():
         if path is not None and (found := _read(path)) is not None:  # measured while this process waited
-            return {**found, "source": "cached"}
+            return dataclasses.replace(found, source="cached")
         if onnx is not None:
             check_runtime(protocol, dev)
             figure = measure_onnx(onnx, protocol, side=side, in_channels=in_channels)
         else:
             figure = measure(model, protocol, dev, side=side, in_channels=in_channels)
-        figure["precision"] = precision
-        figure.update(key=key, arch_hash=architecture_hash(model), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        figure.update(precision=precision, key=key, arch_hash=architecture_hash(model),
+                      measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # fmt: skip
+        typed = parse(SpeedFigure, figure, "speed figure")
         if path is not None:
-            records.write_json(path, figure)
-    return {**figure, "source": "measured"}
+            files.write_json(path, to_json(typed))
+    return dataclasses.replace(typed, source="measured")
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Path) -> SpeedFigure | None:
     try:
-        return records.read_json(path)
-    except (OSError, ValueError):  # a torn or foreign file: measure again (and overwrite it)
+        found = files.read_json(path)
+        return None if found is None else parse(SpeedFigure, found, str(path))
+    except (OSError, RecordError):  # a torn or foreign file: measure again (and overwrite it)
         return None
