@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from support import QUICK_TRIAL
 
 from repvgg_search import checkpoints, files
 from repvgg_search.config import CONF_DIR, GateConfig, register_configs
@@ -89,8 +90,7 @@ def test_a_broken_fusion_always_fails_the_gate(trained, monkeypatch, variant, dt
 
 def _trial_settings(tmp_path: Path):
     register_configs()
-    overrides = ["model.a=0.25", "model.b=0.25", "model.depths=[1,2,2,2,1]", "train.epochs=2", "threads=1",
-                 "tracking.mode=disabled", "speed=trial_size", "speed.iters=2", "speed.rounds=2"]  # fmt: skip
+    overrides = [*QUICK_TRIAL, "model.depths=[1,2,2,2,1]", "train.epochs=2", "speed.rounds=2"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return settings_from_config(compose("train", overrides=overrides))
 
