@@ -222,6 +222,11 @@ def test_a_partial_batch_waits_for_the_rest() -> None:
         k: (s["n"], s["next_n"], s["p"]) for k, s in before.items()}  # fmt: skip
     assert partial["a"]["n_available"] == 5 and partial["b"]["n_available"] == 4
     assert sequential_state(full)["a"]["n"] == 5
+    nothing = sequential_state({"a": [], "b": [0.1]})  # before the first batch ends: waiting, no estimate yet
+    assert all(s["verdict"] == OPEN and s["next_n"] == 3 and s["mean_diff"] is None for s in nothing.values())
+    assert sequential_state({}) == {}
+    with pytest.raises(BadInputError, match="'a'.*seed order"):
+        sequential_state({"a": [0.1, float("nan"), 0.2]})
 
 
 def test_pairs_past_a_close_are_not_used() -> None:
