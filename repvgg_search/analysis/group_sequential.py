@@ -113,7 +113,9 @@ def boundaries(fractions: Sequence[float], spent: Sequence[float], sides: int = 
     return out
 
 
-def exit_probabilities(fractions: Sequence[float], bounds: Sequence[float], drift: float = 0.0, sides: int = 2):
+def exit_probabilities(
+    fractions: Sequence[float], bounds: Sequence[float], drift: float = 0.0, sides: int = 2
+) -> np.ndarray:
     """P(stop at look k) for critical |z| values `bounds`, under a drift theta of the score (E Z_k = theta sqrt(t_k)):
     the type I error spent per look at drift 0, the power per look otherwise."""
     t = _check_fractions(fractions)
@@ -132,7 +134,9 @@ def exit_probabilities(fractions: Sequence[float], bounds: Sequence[float], drif
     return out
 
 
-def nominal_levels(fractions: Sequence[float], alpha: float, name: str = "obrien_fleming", gamma: float = -4.0):
+def nominal_levels(
+    fractions: Sequence[float], alpha: float, name: str = "obrien_fleming", gamma: float = -4.0
+) -> np.ndarray:
     """Two-sided nominal p-value thresholds 2 Phi(-c_k) of the level-`alpha` design at each look."""
     t = _check_fractions(fractions)
     return 2 * sps.norm.sf(boundaries(t, spending(name, alpha, gamma)(t)))

@@ -166,7 +166,9 @@ def _close(state: dict[str, np.ndarray], rows, got: dict[str, np.ndarray], desig
     code[rows] = code_rows
 
 
-def evaluate(diffs: np.ndarray, available: np.ndarray, design: SequentialDesign, report: bool = False):
+def evaluate(
+    diffs: np.ndarray, available: np.ndarray, design: SequentialDesign, report: bool = False
+) -> dict[str, np.ndarray]:
     """Replay the design's looks over ablations at once: `diffs` (ablations, comparisons, pairs) in seed order
     (NaN past what exists), `available` (ablations, comparisons) the pairs each has. A look is taken for an ablation
     only when every open comparison has its pairs; comparisons closed earlier keep their state (pairs past their
@@ -195,9 +197,6 @@ def evaluate(diffs: np.ndarray, available: np.ndarray, design: SequentialDesign,
         _close(state, rows, got, design, k)
         state["looks_done"][np.unique(rows[0])] = k + 1
     return state
-
-
-STATE_KEYS = ("n", "n_available", "verdict", "mean_diff", "ci_low", "ci_high", "p_nominal", "p", "p_holm", "next_n")
 
 
 def _as_array(diffs_by_comparison: Mapping[str, Sequence[float]]) -> tuple[list[str], np.ndarray, np.ndarray]:
