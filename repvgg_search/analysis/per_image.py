@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .. import files
 from ..errors import BadInputError
 from .stats import ALPHA, holm, sign_flip_pvalues
 
@@ -62,20 +61,11 @@ def pack_correct(correct: np.ndarray, order: str, split: str = "val") -> bytes:
 
 
 def write_correct(path: str | Path, correct: np.ndarray, order: str, split: str = "val") -> Path:
-    """Write the bit file atomically (a temporary file in the same folder, then a rename): a kill mid-write leaves
-    the previous file or none, never a torn one."""
+    """Write the bit file atomically (`files.atomic_write`): a kill mid-write leaves the previous file or none, never
+    a torn one."""
     path = Path(path)
     data = pack_correct(correct, order, split)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.atomic_write(path, lambda f: f.write(data))
     return path
 
 
