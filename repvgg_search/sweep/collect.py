@@ -10,13 +10,16 @@ import pandas as pd
 
 from .. import files
 from ..analysis.ablation import ablation_markdown, compare_variants
+from ..analysis.per_image import per_image_comparisons, read_correct
 from ..analysis.quant import quant_markdown
+from ..analysis.sequential import SequentialDesign
 from ..analysis.stats import group_stats
 from ..analysis.tables import metric_table, to_markdown
 from ..schema import MAC_CONVENTION, SpeedFigure, Status, TrialRecord
 from ..tracking import TrackingConfig, log_sweep_summary
 from .folder import PlannedTrial, SweepFolder
 
+PerImage = dict[str, Any]  # trial id -> its per-image correctness (a bool array over the validation images)
 RESULT_COLUMNS = [
     "trial_id", "variant", "seed", "status", "top1", "deploy_top1", "deploy_macs", "deploy_params",
     "train_macs", "train_params", "images_per_s", "latency_ms", "device", "device_name", "speed_form",
@@ -74,21 +77,52 @@ def _with_paired_diff(df: pd.DataFrame, baseline: str, keys: list[str]) -> pd.Da
     return df.drop(columns="baseline_top1")
 
 
-def statistics_tables(df: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def statistics_tables(
+    df: pd.DataFrame, baseline: str, design: SequentialDesign | None = None, correct: PerImage | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(groups, comparisons): each axis value over its seeds, and each variant against the baseline paired by
-    seed within each combination of the other axes (Holm-corrected within it)."""
+    seed within each combination of the other axes (Holm-corrected within it; sequential verdicts with a `design`),
+    with the per-image paired test beside each (`correct`: trial id -> per-image correctness)."""
     done = df[(df["status"] == "completed") & df["top1"].notna()]
     axes = df.attrs.get("axes", [])
     groups = [group_stats(done, by).rename(columns={by: "value"}).assign(axis=by) for by in ["variant", *axes]]
     comparisons = []
     for key, part in done.groupby(["preset", *axes], dropna=False, sort=False) if len(done) else []:
-        if (found := compare_variants(part, baseline)) is not None:
-            found = found.reset_index()
+        if (found := compare_variants(part, baseline, design=design)) is not None:
+            found = _with_per_image(found, part, baseline, correct or {}).reset_index()
             comparisons.append(found.assign(**dict(zip(["preset", *axes], key if isinstance(key, tuple) else (key,)))))
     return (
         pd.concat(groups, ignore_index=True) if groups else pd.DataFrame(),
         pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame(),
     )
+
+
+def _with_per_image(found: pd.DataFrame, part: pd.DataFrame, baseline: str, correct: PerImage) -> pd.DataFrame:
+    """The per-image paired test of each comparison (columns image_*), over the seeds with per-image records."""
+    by_variant: dict[str, dict[int, Any]] = {}
+    for r in part.itertuples():
+        if r.trial_id in correct:
+            by_variant.setdefault(r.variant, {})[int(r.seed)] = correct[r.trial_id]
+    if baseline not in by_variant:
+        return found
+    tests = per_image_comparisons(by_variant, baseline).set_index("variant")
+    keep = ["seeds", "variant_only", "baseline_only", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "test"]
+    return found.join(tests[keep].add_prefix("image_"))
+
+
+def per_image_records(folder: SweepFolder, results: dict[str, TrialRecord | None]) -> PerImage:
+    """trial id -> per-image correctness on the validation set, for the completed trials that recorded it."""
+    out = {}
+    for tid, r in results.items():
+        if r is not None and r.status is Status.COMPLETED and r.per_image is not None:
+            out[tid] = read_correct(folder.trial_dir(tid) / r.per_image.file, r.per_image.images, r.per_image.order)
+    return out
+
+
+def design_of(definition: dict[str, Any]) -> SequentialDesign | None:
+    """The sequential design a sweep folder's definition holds (None: a fixed-seed sweep)."""
+    found = definition.get("sequential")
+    return SequentialDesign(**found) if found else None
 
 
 def summary_markdown(
@@ -101,7 +135,7 @@ def summary_markdown(
     lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f" (of {len(df)} trials)")
     if records:
         table = metric_table(records)
-        tables = ablation_markdown(table, _baseline(definition))
+        tables = ablation_markdown(table, _baseline(definition), design_of(definition))
         lines += ["", speed_line(records), f"MACs: {MAC_CONVENTION}, at 3x224x224.", ""]
         lines.append(tables or _grid_table(df))
         if quant := quant_markdown(table, _baseline(definition)):
@@ -175,7 +209,8 @@ def write_results(folder: SweepFolder) -> dict[str, Any]:
     results = {t.trial_id: folder.result(t.trial_id) for t in planned}
     df = results_table(planned, results, definition)
     files.write_csv(folder.root / "results.csv", df)
-    groups, comparisons = statistics_tables(df, _baseline(definition)) if df.attrs["grid"] else (None, None)
+    tables = (df, _baseline(definition), design_of(definition), per_image_records(folder, results))
+    groups, comparisons = statistics_tables(*tables) if df.attrs["grid"] else (None, None)
     if df.attrs["grid"]:  # a width search's candidates are compared by their Pareto set and EDF instead
         files.write_csv(folder.root / "groups.csv", groups)
         files.write_csv(folder.root / "comparisons.csv", comparisons)
