@@ -7,7 +7,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +25,7 @@ from analysis_fixtures import (
     trial_id,
     width_search_records,
 )
+from support import run_cli
 
 from repvgg_search.analysis.ablation import ablation_markdown, ablation_tables
 from repvgg_search.analysis.examples import MAC_CONVENTION, example_record
@@ -62,12 +62,7 @@ def df(loaded) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def cli_report(sweeps: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("report")
-    proc = subprocess.run(
-        [sys.executable, "-m", "repvgg_search.analysis.report", str(sweeps["ablation"].parent), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("repvgg_search.analysis.report", sweeps["ablation"].parent, "-o", out, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
 
@@ -398,12 +393,7 @@ def test_duplicate_trial_prefers_completed_record(tmp_path: Path) -> None:
 
 
 def test_cli_reports_bad_source_without_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "repvgg_search.analysis.report", str(tmp_path / "missing"), "-o", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("repvgg_search.analysis.report", tmp_path / "missing", "-o", tmp_path / "out", timeout=60)
     assert proc.returncode == 2
     assert "error: source not found" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -4,12 +4,11 @@ allowed, no traceback, and no file or folder written; from the Python API with a
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support import REPO, environ, run_cli
 from torch import nn
 
 from repvgg_search.errors import BadInputError
@@ -82,9 +81,7 @@ def refused(tmp_path: Path, module: str, args: list[str]) -> str:
     """Run the command in an empty folder (plus A_FILE): exit 2, no traceback, nothing written. Its stderr."""
     (tmp_path / A_FILE).write_text("not a folder\n")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, env=env)  # fmt: skip
+    proc = run_cli(module, *args, cwd=tmp_path, env=environ(PYTHONPATH=str(REPO)), timeout=120)
     assert proc.returncode == 2, f"{args}: exit {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "the refused command wrote files"

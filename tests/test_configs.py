@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support import run_cli
 
 from repvgg_search.config import CONF_DIR, ENTRY_POINTS
 
@@ -118,7 +117,7 @@ def test_type_errors_name_the_key():
     ],
 )
 def test_help_lists_only_the_groups_the_entry_point_accepts(module, accepted, refused):
-    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    out = run_cli(module, "--help", timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     groups = out.stdout.split("== Configuration groups")[1].split("== Config ")[0]
     listed = [line.split(":")[0] for line in groups.splitlines()[1:] if ":" in line]

@@ -5,15 +5,13 @@ quantization ablation's table pairs every design with `full` and places the publ
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import QUICK_TRIAL, environ, run_cli
 
 from repvgg_search.analysis.examples import example_record
 from repvgg_search.analysis.quant import quant_table
@@ -23,16 +21,6 @@ from repvgg_search.deploy.onnx_io import onnx_session, run_onnx
 from repvgg_search.deploy.quant import PtqSettings, quantize_int8
 from repvgg_search.models import build_model, randomize_bn_, reparameterize_model
 from repvgg_search.models.arch import arch_config
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "threads=1", "tracking.mode=disabled",
-        "speed=trial_size", "speed.rounds=1"]  # fmt: skip
-
-
-def run(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)  # fmt: skip
 
 
 def deploy_form(preset: str) -> torch.nn.Module:
@@ -72,8 +60,8 @@ def test_int8_quantization_keeps_a_calibrated_model_close(tmp_path):
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("deploy") / "q"
-    proc = run("repvgg_search.train", *TINY, "quant.ptq=true", "quant.calib_images=64", "quant.speed=trial_size",
-               f"output_dir={out}")  # fmt: skip
+    proc = run_cli("repvgg_search.train", *QUICK_TRIAL, "quant.ptq=true", "quant.calib_images=64",
+                   "quant.speed=trial_size", f"output_dir={out}", env=environ(WANDB_MODE="offline"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -96,7 +84,7 @@ def test_a_trial_with_ptq_records_int8_top1_drop_and_speed(quantized: Path):
 
 @pytest.mark.slow
 def test_export_command_writes_the_files_and_the_record(quantized: Path):
-    proc = run("repvgg_search.deploy", str(quantized))
+    proc = run_cli("repvgg_search.deploy", quantized, env=environ(WANDB_MODE="offline"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "onnx" in proc.stdout and "torch_export" in proc.stdout
     export = json.loads((quantized / "result.json").read_text())["export"]
@@ -109,13 +97,16 @@ def test_export_command_writes_the_files_and_the_record(quantized: Path):
 
 @pytest.mark.slow
 def test_export_refuses_what_it_cannot_export(tmp_path, quantized: Path):
-    assert run("repvgg_search.deploy", str(tmp_path)).returncode == 2  # no trial record
-    proc = run("repvgg_search.deploy", str(quantized), "--format", "tflite")
+    offline = environ(WANDB_MODE="offline")
+    assert run_cli("repvgg_search.deploy", tmp_path, env=offline).returncode == 2  # no trial record
+    proc = run_cli("repvgg_search.deploy", quantized, "--format", "tflite", env=offline)
     assert proc.returncode == 2 and "invalid choice: 'tflite'" in proc.stderr
     kept_nothing = tmp_path / "none"
-    done = run("repvgg_search.train", *TINY, "keep_checkpoint=none", f"output_dir={kept_nothing}")
+    done = run_cli(
+        "repvgg_search.train", *QUICK_TRIAL, "keep_checkpoint=none", f"output_dir={kept_nothing}", env=offline
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    proc = run("repvgg_search.deploy", str(kept_nothing))
+    proc = run_cli("repvgg_search.deploy", kept_nothing, env=offline)
     assert proc.returncode == 2 and "keep_checkpoint=deploy or all" in proc.stderr, proc.stderr
 
 

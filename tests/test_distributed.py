@@ -6,12 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from support import wait_for
 from torch import nn
 
 from repvgg_search.data import DataConfig, build_loaders
@@ -73,11 +73,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 def _spawn(port: int, out_dir: Path, timeout_s: float = 150) -> None:
     ctx = mp.spawn(_worker, args=(port, str(out_dir)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not ctx.join(timeout=1):  # re-raises a worker's exception
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"distributed workers still running after {timeout_s} s")
+    try:  # join waits up to 1 s and re-raises a worker's exception
+        wait_for(lambda: ctx.join(timeout=1), timeout_s, "the distributed workers to end", interval=0)
     finally:
         for p in ctx.processes:
             if p.is_alive():

@@ -7,32 +7,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from support import held_epochs_env, hold_epochs
+from support import QUICK_TRIAL, REPO, cli_command, held_epochs_env, hold_epochs, run_cli, wait_for
 
 from repvgg_search import files
 from repvgg_search.config import CONF_DIR, register_configs
 from repvgg_search.trial import TrialInterrupted, run_trial, settings_from_config
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = ["model.a=0.25", "model.b=0.25", "tracking.mode=disabled", "speed=trial_size", "speed.rounds=1", "threads=1"]
 pytestmark = pytest.mark.slow
-
-
-def cmd(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.2)
 
 
 def epochs_of(trial_dir: Path) -> list[int]:
@@ -43,15 +28,15 @@ def test_a_driver_killed_and_rerun_at_once_never_trains_a_trial_twice(tmp_path):
     """kill -9 of the driver alone leaves its trial job training; the rerun's job for the same trial waits on the
     trial's lock and then reports the finished result."""
     folder, env = tmp_path / "s", held_epochs_env(tmp_path)
-    args = ["+sweep=ablation", "sweep.axes={variant:[full]}", "sweep.seeds=1", f"sweep.dir={folder}", *SMALL,
+    args = ["+sweep=ablation", "sweep.axes={variant:[full]}", "sweep.seeds=1", f"sweep.dir={folder}", *QUICK_TRIAL,
             "train.epochs=8", "sweep.poll_s=0.2"]  # fmt: skip
-    driver = subprocess.Popen(cmd("repvgg_search.sweep", *args), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
+    driver = subprocess.Popen(cli_command("repvgg_search.sweep", *args), cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     wait_for(lambda: any(epochs_of(d) for d in folder.glob("trials/*")), 120, "the trial's first epoch")
     driver.kill()  # SIGKILL: no handler runs, its job keeps training
     driver.wait()
     with hold_epochs(tmp_path), open(tmp_path / "rerun.log", "w") as log:  # the orphaned job stays mid-training
-        rerun = subprocess.Popen(cmd("repvgg_search.sweep", *args), cwd=REPO, env=env, stdout=log,
+        rerun = subprocess.Popen(cli_command("repvgg_search.sweep", *args), cwd=REPO, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)  # fmt: skip
         wait_for(lambda: "waiting for it to end" in job_logs(folder) or rerun.poll() is not None, 300,
                  "the rerun's job to find the trial in training")  # fmt: skip
@@ -70,7 +55,7 @@ def job_logs(folder: Path) -> str:
 def _settings(*overrides: str):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return settings_from_config(compose("train", overrides=[*SMALL, "train.epochs=3", *overrides]))
+        return settings_from_config(compose("train", overrides=[*QUICK_TRIAL, "train.epochs=3", *overrides]))
 
 
 def _interrupt_after(epoch: int):
@@ -98,30 +83,27 @@ def test_a_torn_checkpoint_falls_back_then_restarts(tmp_path, both):
 
 def test_cancel_never_signals_a_pid_it_cannot_prove(tmp_path):
     folder = tmp_path / "s"
-    plan = subprocess.run(cmd("repvgg_search.sweep", "+sweep=ablation", "sweep.seeds=1", f"sweep.dir={folder}",
-                              "sweep.dry_run=true", *SMALL), cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    plan = run_cli("repvgg_search.sweep", "+sweep=ablation", "sweep.seeds=1", f"sweep.dir={folder}",
+                   "sweep.dry_run=true", *QUICK_TRIAL)  # fmt: skip
     assert plan.returncode == 0, plan.stderr[-2000:]
     bystander = subprocess.Popen(["sleep", "3600"])
     try:
         (folder / "driver.lock").write_text(f"{bystander.pid} {os.uname().nodename}\n")  # written, never locked
         (folder / "driver.pid").write_text(f"{bystander.pid}\n")  # what an older version left behind
         for action in ("status", "cancel"):
-            out = subprocess.run(cmd("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}",
-                                     f"sweep.action={action}"), cwd=REPO, capture_output=True, text=True)  # fmt: skip
+            out = run_cli("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", f"sweep.action={action}")
             assert out.returncode == 0, out.stderr[-2000:]
         assert bystander.poll() is None, "an unrelated process was signalled"
-        assert "no driver running" in subprocess.run(
-            cmd("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", "sweep.action=status"),
-            cwd=REPO, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+        status = run_cli("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", "sweep.action=status")
+        assert "no driver running" in status.stdout
     finally:
         bystander.kill()
 
 
 def test_a_diverging_training_is_a_result(tmp_path):
     out = tmp_path / "diverged"
-    proc = subprocess.run(cmd("repvgg_search.train", *SMALL, "train.epochs=3", "train.base_lr=1e9",
-                              f"output_dir={out}"), cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = run_cli("repvgg_search.train", *QUICK_TRIAL, "train.epochs=3", "train.base_lr=1e9", f"output_dir={out}",
+                   timeout=300)  # fmt: skip
     assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "diverged" and result["diverged_epoch"] == 1 and "diverged in epoch 1" in result["error"]
@@ -130,13 +112,13 @@ def test_a_diverging_training_is_a_result(tmp_path):
 
 def test_a_second_process_never_trains_beside_the_first(tmp_path):
     out, env = tmp_path / "busy", held_epochs_env(tmp_path)
-    first = subprocess.Popen(cmd("repvgg_search.train", *SMALL, "train.epochs=6", f"output_dir={out}"), cwd=REPO,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first = subprocess.Popen(cli_command("repvgg_search.train", *QUICK_TRIAL, "train.epochs=6", f"output_dir={out}"),
+                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_for(lambda: bool(epochs_of(out)), 120, "the first process's first epoch")
         with hold_epochs(tmp_path):  # the first process stays mid-training while the second one starts
-            second = subprocess.run(cmd("repvgg_search.train", *SMALL, "train.epochs=6", f"output_dir={out}"),
-                                    cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+            second = run_cli("repvgg_search.train", *QUICK_TRIAL, "train.epochs=6", f"output_dir={out}", env=env,
+                             timeout=120)  # fmt: skip
         assert second.returncode == 5 and "trains this trial now" in second.stderr, second.stderr[-1500:]
         assert first.wait(timeout=300) == 0
     finally:

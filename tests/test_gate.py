@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from support import QUICK_TRIAL
 
 from repvgg_search import checkpoints, files
 from repvgg_search.config import CONF_DIR, GateConfig, register_configs
@@ -54,10 +55,14 @@ def test_near_ties_flip_under_bf16_but_never_fail_the_gate(trained):
     deploy = reparameterize_model(model)
     gate = conversion_gate(model, deploy, val, CPU, GateConfig())
     assert gate.passed and gate.max_rel_error < 1e-5 and gate.dtype == "float32" and not gate.tf32
-    bf16 = agreement(evaluate(model, val, device=CPU, amp="bf16", keep=True),
-                     evaluate(deploy, val, device=CPU, amp="bf16", keep=True), "bf16")  # fmt: skip
+    train_bf16 = evaluate(model, val, device=CPU, amp="bf16", keep=True)
+    bf16 = agreement(train_bf16, evaluate(deploy, val, device=CPU, amp="bf16", keep=True), "bf16")
     assert bf16.differ > 0, "the constructed ties must flip some images, or this test tests nothing"
-    assert bf16.max_margin < 0.1 and len(bf16.examples) == min(bf16.differ, 20)
+    # Only close calls flip: every flipped image's margin is below the median margin of all images (bf16's 8
+    # significant bits, accumulated through the network, decide them; how far that reaches depends on the CPU's
+    # bf16 kernels, so the bound is relative to this very evaluation, not a number of logit units).
+    assert bf16.max_margin < float(train_bf16["margin"].median())
+    assert len(bf16.examples) == min(bf16.differ, 20)
     forms = check_forms(model, val, CPU, model.arch, "bf16", GateConfig())  # what a trial runs
     assert forms.passed and forms.deploy is not None and forms.conversion.agreement.differ == bf16.differ
     # float64: only the rounding of the fused float32 weights is left (no float32 accumulation error).
@@ -89,8 +94,7 @@ def test_a_broken_fusion_always_fails_the_gate(trained, monkeypatch, variant, dt
 
 def _trial_settings(tmp_path: Path):
     register_configs()
-    overrides = ["model.a=0.25", "model.b=0.25", "model.depths=[1,2,2,2,1]", "train.epochs=2", "threads=1",
-                 "tracking.mode=disabled", "speed=trial_size", "speed.iters=2", "speed.rounds=2"]  # fmt: skip
+    overrides = [*QUICK_TRIAL, "model.depths=[1,2,2,2,1]", "train.epochs=2", "speed.rounds=2"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return settings_from_config(compose("train", overrides=overrides))
 

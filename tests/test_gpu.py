@@ -5,22 +5,19 @@ allows); `scripts/gpu_check.sh` runs them on a GPU machine."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from support import require_gpu
+from support import TINY_TRIAL, require_gpu, run_cli
 
 from repvgg_search import checkpoints, files
 from repvgg_search.models import create_model, reparameterize_model
 from repvgg_search.profile import PROTOCOLS, SpeedProtocol, measure
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["model.a=0.25", "model.b=0.25", "model.depths=[1,2,2,2,1]", "train.epochs=2", "tracking.mode=disabled",
-        "device=cuda", "speed=paper", "speed.batch_size=32", "speed.rounds=3"]  # fmt: skip
+# Two epochs of a deeper tiny trial on the GPU, its speed under the paper's protocol at batch 32 in 3 rounds.
+GPU_TRIAL = [*TINY_TRIAL, "model.depths=[1,2,2,2,1]", "train.epochs=2", "device=cuda", "speed=paper",
+             "speed.batch_size=32", "speed.rounds=3"]  # fmt: skip
 pytestmark = pytest.mark.gpu
 
 
@@ -30,8 +27,7 @@ def _gpu():
 
 
 def train(out: Path, *overrides: str) -> dict:
-    cmd = [sys.executable, "-m", "repvgg_search.train", *TINY, *overrides, f"output_dir={out}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = run_cli("repvgg_search.train", *GPU_TRIAL, *overrides, f"output_dir={out}", timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return json.loads((out / "result.json").read_text())
 
@@ -95,10 +91,9 @@ def test_pinned_host_memory_for_image_folders(tmp_path):
 
 def test_trials_packed_on_one_gpu(tmp_path):
     folder = tmp_path / "packed"
-    cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", *TINY,
-           "sweep.axes={variant:[full,no_1x1,no_branches,acb]}", "sweep.seeds=1", "launcher.trials_per_gpu=4",
-           "speed=latency"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = run_cli("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", *GPU_TRIAL,
+                   "sweep.axes={variant:[full,no_1x1,no_branches,acb]}", "sweep.seeds=1", "launcher.trials_per_gpu=4",
+                   "speed=latency", timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
     assert len(results) == 4 and all(r["status"] == "completed" for r in results)
@@ -109,9 +104,8 @@ def test_trials_packed_on_one_gpu(tmp_path):
 def test_two_gpu_trial_over_nccl(tmp_path):
     require_gpu(2)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "repvgg_search.train",
-           *TINY, "device=auto", f"output_dir={out}"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ})
+    proc = run_cli("torch.distributed.run", "--nproc_per_node", "2", "-m", "repvgg_search.train", *GPU_TRIAL,
+                   "device=auto", f"output_dir={out}", timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "completed" and result["conversion"]["gate"]["passed"]

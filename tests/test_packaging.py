@@ -10,9 +10,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from support import REPO, TINY_TRIAL
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "speed.warmup=1", "tracking.mode=disabled"]
+TRIAL = [*TINY_TRIAL, "speed.warmup=1"]
 pytestmark = pytest.mark.slow
 
 
@@ -56,12 +56,12 @@ def test_every_entry_point_runs_from_another_directory(venv):
     run(venv, "repvgg-profile", "model=a0", "speed.batch_size=2", "speed.iters=1", "speed.warmup=1")
     run(venv, "python", "-m", "repvgg_search.profile", "model=b0", "variant=qarepvgg", "speed.batch_size=2",
         "speed.iters=1", "speed.warmup=1")  # fmt: skip
-    out = run(venv, "repvgg-train", *SMALL, "output_dir=trial")
+    out = run(venv, "repvgg-train", *TRIAL, "output_dir=trial")
     assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "completed"
-    run(venv, "python", "-m", "repvgg_search.train", *SMALL, "output_dir=trial")  # done: reports, does not retrain
+    run(venv, "python", "-m", "repvgg_search.train", *TRIAL, "output_dir=trial")  # done: reports, does not retrain
     for sweep in ("ablation", "width_search"):
-        run(venv, "repvgg-sweep", f"+sweep={sweep}", "sweep.dry_run=true", *SMALL)
-        run(venv, "python", "-m", "repvgg_search.sweep", f"+sweep={sweep}", "sweep.dry_run=true", *SMALL)
+        run(venv, "repvgg-sweep", f"+sweep={sweep}", "sweep.dry_run=true", *TRIAL)
+        run(venv, "python", "-m", "repvgg_search.sweep", f"+sweep={sweep}", "sweep.dry_run=true", *TRIAL)
     assert (work / "outputs" / "sweeps" / "ablation" / "sweep.json").exists()
     run(venv, "repvgg-report", "trial", "-o", "report")
     run(venv, "python", "-m", "repvgg_search.analysis.report", "trial", "-o", "report2")

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support import run_cli
 
 from repvgg_search.models import VARIANTS, create_model, list_models, list_variants, reparameterize_model
 from repvgg_search.profile import complexity, equivalence_error, throughput
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "complexity.json").read_text())
-REPO = Path(__file__).resolve().parents[1]
 
 # Deploy-form sizes from shared/reference/repvgg_paper.yaml, two-decimal figures: params (M), MACs (G).
 # Source labels as there: third-party = mmpretrain's table of the authors' converted weights; derived = counted.
@@ -103,21 +101,18 @@ def test_equivalence_error_is_zero_for_identical_models():
     assert err["max_abs_error"] == 0.0
 
 
-def _profile(*overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "repvgg_search.profile", *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow
 def test_profile_command_prints_both_forms():
-    out = _profile("model=a0", "variant=post_bn", "speed.batch_size=2", "speed.input_size=32", "speed.iters=2")
+    out = run_cli("repvgg_search.profile", "model=a0", "variant=post_bn", "speed.batch_size=2", "speed.input_size=32",
+                  "speed.iters=2", timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "deploy" in out.stdout and "8.31" in out.stdout and "post_bn" in out.stdout
 
 
 @pytest.mark.slow
 def test_profile_command_marks_relu_in_branches():
-    out = _profile("model=a0", "variant=relu_in_branches", "speed.batch_size=1", "speed.input_size=32", "speed.iters=1")
+    out = run_cli("repvgg_search.profile", "model=a0", "variant=relu_in_branches", "speed.batch_size=1",
+                  "speed.input_size=32", "speed.iters=1", timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "not re-parameterizable" in out.stdout
 
@@ -132,5 +127,5 @@ def test_profile_command_marks_relu_in_branches():
     ],
 )
 def test_profile_command_bad_input(overrides, match):
-    out = _profile(*overrides)
+    out = run_cli("repvgg_search.profile", *overrides, timeout=300)
     assert out.returncode == 2 and match in out.stderr, out.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import TINY_TRIAL, run_cli
 
 from repvgg_search.analysis.ablation import ablation_tables
 from repvgg_search.analysis.load import load_records
 from repvgg_search.analysis.tables import metric_table
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["full", "no_branches", "relu_in_branches"]
 pytestmark = pytest.mark.slow
 
@@ -25,20 +24,16 @@ pytestmark = pytest.mark.slow
 def sweep_dir(tmp_path_factory) -> Path:
     """Three variants x two seeds of a quarter-width a0, one epoch each, wandb offline."""
     folder = tmp_path_factory.mktemp("real") / "ablation"
-    cmd = [
-        sys.executable, "-m", "repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}",
-        f"++sweep.axes={{variant:[{','.join(VARIANTS)}]}}", "sweep.seeds=2",
-        "model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "tracking.mode=offline",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ})
+    proc = run_cli("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}",
+                   f"++sweep.axes={{variant:[{','.join(VARIANTS)}]}}", "sweep.seeds=2", *TINY_TRIAL,
+                   "tracking.mode=offline", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return folder
 
 
 def test_sweep_folder_report_has_the_trials_tables_and_fronts(sweep_dir: Path, tmp_path: Path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "repvgg_search.analysis.report", str(sweep_dir), "-o", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = run_cli("repvgg_search.analysis.report", sweep_dir, "-o", out, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (out / "report.md").read_text()
     results = pd.read_csv(sweep_dir / "results.csv")

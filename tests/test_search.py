@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from support import require, slurm_up
+from support import FAST_SEARCH, SYNTHETIC_DATA, TINY_SEARCH, environ, require, run_cli, slurm_up, wait_for
 
 from repvgg_search import files
 from repvgg_search.analysis.report import build_report
@@ -36,13 +35,8 @@ from repvgg_search.search.worker import epoch_reporter, worker_loop
 from repvgg_search.sweep.cli import register
 from repvgg_search.sweep.folder import SweepFolder
 
-REPO = Path(__file__).resolve().parents[1]
-# Tiny but real trials: one layer per stage, a quarter of a0's widths, one epoch, two timed batches.
-TINY = ["model.depths=[1,1,1,1,1]", "train.epochs=1", "speed.iters=2", "speed.warmup=1", "tracking.mode=disabled"]
-TINY_SPACE = ["search.space.a={low:0.25,high:0.5,step:0.25}", "search.space.b={low:0.25,high:0.5,step:0.25}"]
-FAST = ["sweep.poll_s=0.3", "search.heartbeat_interval=1", "search.grace_period=3"]
-# Fewer, random images where only the mechanics matter (in-process runs).
-SYNTH = ["data=synthetic", "data.synthetic_train_size=128", "data.synthetic_val_size=64", "threads=1"]
+# Fewer, random images where only the mechanics matter, one thread a trial.
+SYNTH = [*SYNTHETIC_DATA, "threads=1"]
 
 
 def launch_cfg(*overrides: str):
@@ -56,10 +50,10 @@ def make_plan(folder: Path, *overrides: str):
     return plan_search(cfg, SweepFolder(folder), make_launcher(cfg.launcher))
 
 
-def sweep_cmd(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=width_search", *overrides]
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+def sweep_cmd(*overrides: str) -> subprocess.CompletedProcess:
+    """The width search's command line, run to its end."""
+    return run_cli("repvgg_search.sweep", "+sweep=width_search", *overrides, env=environ(WANDB_MODE="offline"),
+                   timeout=300)  # fmt: skip
 
 
 def journal_study(path: Path, **kwargs) -> optuna.Study:
@@ -105,7 +99,7 @@ def test_bad_settings_are_refused(change, message):
 
 def test_budget_no_candidate_meets_is_refused_before_anything(tmp_path):
     with pytest.raises(SearchError) as err:
-        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.constraints.max_gmacs=0.001")
+        make_plan(tmp_path / "s", *TINY_SEARCH, "search.constraints.max_gmacs=0.001")
     msg = str(err.value)
     assert "max_gmacs=0.001 cannot be met" in msg and "GMACs" in msg and "a=0.25, b=0.25" in msg
     assert not (tmp_path / "s").exists()
@@ -113,7 +107,7 @@ def test_budget_no_candidate_meets_is_refused_before_anything(tmp_path):
 
 def test_bad_sampler_options_are_refused(tmp_path):
     with pytest.raises(SearchError, match="sampler_options=.*do not fit sampler=nsgaii"):
-        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.sampler=nsgaii", "++search.sampler_options={bogus:1}")
+        make_plan(tmp_path / "s", *TINY_SEARCH, "search.sampler=nsgaii", "++search.sampler_options={bogus:1}")
 
 
 @pytest.mark.parametrize(
@@ -122,18 +116,17 @@ def test_bad_sampler_options_are_refused(tmp_path):
     ids=["closed-port", "unknown-scheme"],
 )
 def test_unreachable_storage_is_refused_before_any_worker(tmp_path, url):
-    t0 = time.perf_counter()
     with pytest.raises(SearchError) as err:
-        make_plan(tmp_path / "s", *TINY, *TINY_SPACE, f"search.storage={url}")
+        make_plan(tmp_path / "s", *TINY_SEARCH, f"search.storage={url}")
     assert "cannot be used" in str(err.value) and "secret" not in str(err.value)
-    assert time.perf_counter() - t0 < 30 and not (tmp_path / "s").exists()
+    assert not (tmp_path / "s").exists()
 
 
 def test_another_definition_in_the_folder_is_refused(tmp_path):
-    plan = make_plan(tmp_path / "s", *TINY, *TINY_SPACE)
+    plan = make_plan(tmp_path / "s", *TINY_SEARCH)
     claim_search_folder(plan)
     prepare_study(plan)
-    other = make_plan(tmp_path / "s", *TINY, *TINY_SPACE, "search.objectives=[top1,latency_ms]")
+    other = make_plan(tmp_path / "s", *TINY_SEARCH, "search.objectives=[top1,latency_ms]")
     with pytest.raises(SearchError, match="holds another search definition"):
         claim_search_folder(other)
     other.folder = str(tmp_path / "elsewhere")  # same study storage, other definition
@@ -185,11 +178,10 @@ def test_stale_trial_is_failed_and_retried_with_its_parameters(tmp_path):
         return record(study, trial, "trained", [seen[-1]])
 
     live = journal_study(path, heartbeat_interval=1, grace_period=1)
-    t0 = time.perf_counter()
     search_loop(live, Budget(1, 1, 10), evaluate, poll_s=0.1)
     trials = live.get_trials()
-    assert trials[0].state == TrialState.FAIL and trials[1].state == TrialState.COMPLETE
-    assert seen == [orphan.params["x"]] and time.perf_counter() - t0 < 10  # waited for the grace period only
+    assert len(trials) == 2 and trials[0].state == TrialState.FAIL and trials[1].state == TrialState.COMPLETE
+    assert seen == [orphan.params["x"]]  # the retry got the dead worker's parameters, and nothing else ran
 
 
 def test_pruning_reporter_stops_a_poor_trial():
@@ -209,7 +201,7 @@ def test_pruning_reporter_stops_a_poor_trial():
 def test_over_budget_candidates_are_recorded_without_training(tmp_path):
     """max_gmacs admits only a=0.25 candidates: a=0.5 ones are recorded infeasible, trained ones count."""
     folder = tmp_path / "s"
-    plan = make_plan(folder, *TINY, *SYNTH, *TINY_SPACE, *FAST, "launcher=debug", "search.sampler=random",
+    plan = make_plan(folder, *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "launcher=debug", "search.sampler=random",
                      "search.n_trials=2", "search.space.groups=[1]", "search.constraints.max_gmacs=0.05")  # fmt: skip
     claim_search_folder(plan)
     prepare_study(plan)
@@ -230,7 +222,7 @@ def test_over_budget_candidates_are_recorded_without_training(tmp_path):
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("search") / "s"
-    proc = sweep_cmd(f"sweep.dir={folder}", *TINY, *SYNTH, *TINY_SPACE, *FAST, "tracking.mode=offline",
+    proc = sweep_cmd(f"sweep.dir={folder}", *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "tracking.mode=offline",
                      "launcher.max_parallel=2", "search.n_trials=3")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (folder / "first_run.txt").write_text(proc.stdout)
@@ -265,7 +257,7 @@ def test_search_runs_two_workers_and_writes_the_pareto_set(searched: Path):
 @pytest.mark.slow
 def test_rerun_continues_the_same_study(searched: Path):
     first = {p: p.read_text() for p in searched.glob("trials/*/result.json")}
-    proc = sweep_cmd(f"sweep.dir={searched}", *TINY, *SYNTH, *TINY_SPACE, *FAST, "tracking.mode=offline",
+    proc = sweep_cmd(f"sweep.dir={searched}", *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "tracking.mode=offline",
                      "launcher.max_parallel=2", "search.n_trials=4")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "continuing" in proc.stdout
@@ -279,7 +271,7 @@ def test_rerun_continues_the_same_study(searched: Path):
 def test_slurm_workers_are_one_job_array(tmp_path):
     require(slurm_up(), "no SLURM controller answers (scripts/slurm_up.sh starts one)")
     folder = tmp_path / "s"
-    proc = sweep_cmd(f"sweep.dir={folder}", *TINY, *SYNTH, *TINY_SPACE, "sweep.poll_s=1", "launcher=slurm",
+    proc = sweep_cmd(f"sweep.dir={folder}", *TINY_SEARCH, *SYNTH, "sweep.poll_s=1", "launcher=slurm",
                      "launcher.max_parallel=2", "launcher.cpus_per_task=1", "launcher.timeout_min=10",
                      "search.n_trials=2")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -305,8 +297,9 @@ def test_status_and_collect_work_from_the_records(searched: Path):
     assert (searched / "pareto.csv").exists() and summary["trained"] >= 3
     status = search_action(SweepFolder(searched), "status")
     assert status["completed"] >= 3
-    out = subprocess.run([sys.executable, "-m", "repvgg_search.sweep", f"sweep.dir={searched}", "sweep.action=status"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    proc = run_cli("repvgg_search.sweep", f"sweep.dir={searched}", "sweep.action=status")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
     assert "best top1 so far:" in out and out.count("top1 ") >= 4  # a line per trial, and the best
 
 
@@ -319,16 +312,17 @@ def test_optuna_dashboard_serves_the_finished_study_with_its_objective_names(sea
     exe = Path(sys.executable).with_name("optuna-dashboard")
     server = subprocess.Popen([str(exe), str(searched / "study.journal"), "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def answer() -> dict | None:
+        assert server.poll() is None, "optuna-dashboard did not come up"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                return json.load(r)
+        except OSError:
+            return None
+
     try:
-        deadline, studies = time.monotonic() + 60, None
-        while studies is None:
-            assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not come up"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
-                    studies = json.load(r)["study_summaries"]
-            except OSError:
-                time.sleep(0.3)
-        (study,) = studies
+        (study,) = wait_for(answer, 60, "optuna-dashboard to come up", interval=0.3)["study_summaries"]
         assert study["study_name"] == "width_search" and study["directions"] == ["maximize", "maximize"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0") as r:
             detail = json.load(r)
@@ -344,7 +338,7 @@ def test_a_search_on_int8_objectives(tmp_path):
     """INT8 top1 and INT8 speed as the objectives: each candidate is quantized after training, and the study is
     told the values its record holds."""
     folder = tmp_path / "q"
-    proc = sweep_cmd(f"sweep.dir={folder}", *TINY, *SYNTH, *TINY_SPACE, *FAST, "launcher.max_parallel=1",
+    proc = sweep_cmd(f"sweep.dir={folder}", *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "launcher.max_parallel=1",
                      "search.n_trials=2", "search.objectives=[int8_top1,int8_images_per_s]", "quant.ptq=true",
                      "quant.calib_images=32", "quant.speed=trial_size")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
-from support import require
+from support import FAST_SEARCH, REPO, SYNTHETIC_DATA, TINY_SEARCH, cli_command, require, run_cli, wait_for
 from test_search import make_plan
 
 from repvgg_search import files
@@ -22,15 +20,9 @@ from repvgg_search.search.driver import claim_search_folder
 from repvgg_search.search.plan import prepare_study
 from repvgg_search.search.study import tally
 
-REPO = Path(__file__).resolve().parents[1]
 URL = os.environ.get("REPVGG_PG_URL", "postgresql+psycopg2://repvgg:repvgg@127.0.0.1:54329/repvgg_optuna")
 # Tiny trials on a few random images: what is under test is the bookkeeping, not the accuracy.
-TINY = [
-    "model.depths=[1,1,1,1,1]", "train.epochs=1", "speed.iters=2", "speed.warmup=1", "tracking.mode=disabled",
-    "data=synthetic", "data.synthetic_train_size=128", "data.synthetic_val_size=64",
-    "search.space.a={low:0.25,high:0.5,step:0.25}", "search.space.b={low:0.25,high:0.5,step:0.25}",
-    "sweep.poll_s=0.3", "search.heartbeat_interval=1", "search.grace_period=3",
-]  # fmt: skip
+SEARCH = [*TINY_SEARCH, *SYNTHETIC_DATA, *FAST_SEARCH]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -68,9 +60,9 @@ def load(name: str) -> optuna.Study:
 
 def test_two_workers_end_with_exactly_the_requested_trials(tmp_path, study_name):
     folder = tmp_path / "s"
-    cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=width_search", f"sweep.dir={folder}", *TINY,
-           f"search.storage={URL}", f"search.study_name={study_name}", "launcher.max_parallel=2", "search.n_trials=4"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = run_cli("repvgg_search.sweep", "+sweep=width_search", f"sweep.dir={folder}", *SEARCH,
+                   f"search.storage={URL}", f"search.study_name={study_name}", "launcher.max_parallel=2",
+                   "search.n_trials=4", timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "repvgg:repvgg@" not in proc.stdout + (folder / "search.json").read_text()  # password masked
     trials = load(study_name).get_trials()
@@ -89,12 +81,12 @@ def test_two_workers_end_with_exactly_the_requested_trials(tmp_path, study_name)
 
 def test_killed_worker_trial_is_retried_and_resumed(tmp_path, study_name):
     folder = tmp_path / "s"
-    plan = make_plan(folder, *TINY, "train.epochs=3", "data.synthetic_train_size=512", f"search.storage={URL}",
+    plan = make_plan(folder, *SEARCH, "train.epochs=3", "data.synthetic_train_size=512", f"search.storage={URL}",
                      f"search.study_name={study_name}", "search.n_trials=1")  # fmt: skip
     claim_search_folder(plan)
     prepare_study(plan)
     first = worker(folder, 0)
-    ckpt = wait_for(lambda: next(iter(folder.glob("trials/*/checkpoints/last.pt")), None), first, 180)
+    ckpt = started(folder, first, 180)
     os.kill(first.pid, signal.SIGKILL)  # mid-trial: the checkpoint exists, the trial is not done
     first.wait(10)
     second = worker(folder, 1)
@@ -111,18 +103,22 @@ def test_killed_worker_trial_is_retried_and_resumed(tmp_path, study_name):
 
 
 def worker(folder: Path, index: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "repvgg_search.search", str(folder), "--storage", URL, "--worker", str(index)]
+    cmd = cli_command("repvgg_search.search", folder, "--storage", URL, "--worker", str(index))
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(probe, proc: subprocess.Popen, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        if proc.poll() is not None:
+def started(folder: Path, proc: subprocess.Popen, timeout: float) -> Path:
+    """The checkpoint of the trial the worker `proc` trains, once it has one; fails if the worker exits first (or
+    is still without one after `timeout` s: then it is killed). Polled often: the trial is short."""
+
+    def checkpoint() -> Path | None:
+        found = next(iter(folder.glob("trials/*/checkpoints/last.pt")), None)
+        if found is None and proc.poll() is not None:
             pytest.fail(f"worker exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("the worker never started its trial")
+        return found
+
+    try:
+        return wait_for(checkpoint, timeout, "the worker to start its trial", interval=0.02)
+    except AssertionError:
+        proc.kill()
+        raise

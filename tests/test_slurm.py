@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import require, slurm_up
+from support import REPO, TINY_TRIAL, cli_command, environ, require, run_cli, slurm_up, wait_for
 
 from repvgg_search import files
 
-REPO = Path(__file__).resolve().parents[1]
-# One CPU per job, so that the 2-CPU test node runs two trials at once.
-SMALL = ["model.a=0.25", "model.b=0.25", "speed.iters=2", "tracking.mode=disabled", "launcher=slurm",
-         "launcher.cpus_per_task=1", "sweep.seeds=1"]  # fmt: skip
+# One CPU per job, so that the 2-CPU test node runs two trials at once. Each test sets its own train.epochs.
+SLURM_SWEEP = [*TINY_TRIAL, "launcher=slurm", "launcher.cpus_per_task=1", "sweep.seeds=1"]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
@@ -27,20 +22,14 @@ def _cluster():
     require(slurm_up(), "no reachable SLURM cluster (run scripts/slurm_up.sh as root)")
 
 
-def sweep_cmd(folder: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}", *SMALL, *overrides]
+def sweep_args(folder: Path, *overrides: str) -> list[str]:
+    return ["+sweep=ablation", f"sweep.dir={folder}", *SLURM_SWEEP, *overrides]
 
 
 def start(folder: Path, *overrides: str) -> subprocess.Popen:
     log = open(folder.parent / f"{folder.name}.driver.log", "w")  # noqa: SIM115
-    return subprocess.Popen(sweep_cmd(folder, *overrides), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.5)
+    return subprocess.Popen(cli_command("repvgg_search.sweep", *sweep_args(folder, *overrides)), cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
 
 
 def first_job(folder: Path) -> tuple[str, str]:
@@ -61,27 +50,23 @@ def pending_reason(job_id: str) -> str:
 
 def test_ablation_sweep_as_a_job_array(tmp_path):
     folder = tmp_path / "array"
-    proc = subprocess.run(
-        sweep_cmd(folder, "sweep.axes={variant:[full,no_1x1]}", "train.epochs=1"),
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    proc = run_cli("repvgg_search.sweep", *sweep_args(folder, "sweep.axes={variant:[full,no_1x1]}", "train.epochs=1"),
+                   timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     jobs = files.read_jsonl(folder / "jobs.jsonl")
     array_ids = {j["job_id"].split("_")[0] for j in jobs}
     assert len(jobs) == 2 and len(array_ids) == 1 and all("_" in j["job_id"] for j in jobs)  # one array
     df = pd.read_csv(folder / "results.csv")
     assert df["status"].tolist() == ["completed", "completed"]
-    wait_for(lambda: sacct_state(jobs[0]["job_id"]) == "COMPLETED", 30, "sacct to report COMPLETED")
+    wait_for(lambda: sacct_state(jobs[0]["job_id"]) == "COMPLETED", 30, "sacct to report COMPLETED", interval=0.5)
 
 
 def test_several_trials_share_one_array_task(tmp_path):
     """launcher.trials_per_task=2: three trials in two array tasks, the first two side by side in one task."""
     folder = tmp_path / "packed"
-    proc = subprocess.run(
-        sweep_cmd(folder, "sweep.axes={variant:[full,no_1x1,no_branches]}", "train.epochs=1",
-                  "launcher.trials_per_task=2", "launcher.cpus_per_task=2"),
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    args = sweep_args(folder, "sweep.axes={variant:[full,no_1x1,no_branches]}", "train.epochs=1",
+                      "launcher.trials_per_task=2", "launcher.cpus_per_task=2")  # fmt: skip
+    proc = run_cli("repvgg_search.sweep", *args, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     jobs = files.read_jsonl(folder / "jobs.jsonl")
     assert len(jobs) == 3 and jobs[0]["job_id"] == jobs[1]["job_id"] != jobs[2]["job_id"]
@@ -94,16 +79,16 @@ def test_cancelled_job_is_recorded_as_cancelled(tmp_path):
     folder = tmp_path / "cancel"
     driver = start(folder, "sweep.axes={variant:[full]}", "train.epochs=50")
     try:
-        wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission")
+        wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission", interval=0.5)
         tid, job_id = first_job(folder)
-        wait_for(lambda: (folder / "trials" / tid / "metrics.jsonl").exists(), 180, "the trial to train")
+        wait_for(lambda: (folder / "trials" / tid / "metrics.jsonl").exists(), 180, "the trial to train", interval=0.5)
         subprocess.run(["scancel", job_id], check=True)
         driver.wait(timeout=180)
     finally:
         driver.kill()
     assert json.loads((folder / "trials" / tid / "result.json").read_text())["status"] == "cancelled"
     assert pd.read_csv(folder / "results.csv")["status"].tolist() == ["cancelled"]
-    wait_for(lambda: sacct_state(job_id).startswith("CANCELLED"), 30, "sacct to report CANCELLED")
+    wait_for(lambda: sacct_state(job_id).startswith("CANCELLED"), 30, "sacct to report CANCELLED", interval=0.5)
 
 
 def test_preempted_trial_is_requeued_and_resumes(tmp_path):
@@ -111,13 +96,13 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
     folder = tmp_path / "requeue"
     driver = start(folder, "sweep.axes={variant:[full]}", "train.epochs=4")
     try:
-        wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission")
+        wait_for(lambda: (folder / "jobs.jsonl").exists(), 120, "the submission", interval=0.5)
         tid, job_id = first_job(folder)
         metrics = folder / "trials" / tid / "metrics.jsonl"
-        wait_for(lambda: len(files.read_jsonl(metrics)) >= 1, 180, "the first epoch")
+        wait_for(lambda: len(files.read_jsonl(metrics)) >= 1, 180, "the first epoch", interval=0.5)
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
         # Slurm holds a requeued job ~120 s (reason BeginTime) before it may start again; release it now.
-        wait_for(lambda: pending_reason(job_id) == "BeginTime", 60, "the job to be requeued and held")
+        wait_for(lambda: pending_reason(job_id) == "BeginTime", 60, "the job to be requeued and held", interval=0.5)
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
         driver.wait(timeout=300)
     finally:
@@ -139,7 +124,7 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
 )
 def test_bad_cluster_settings_are_refused_before_submission(tmp_path, overrides, env, match):
     folder = tmp_path / "bad"
-    cmd = sweep_cmd(folder, "sweep.axes={variant:[full]}", *overrides)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    proc = run_cli("repvgg_search.sweep", *sweep_args(folder, "sweep.axes={variant:[full]}", *overrides),
+                   env=environ(**env), timeout=120)  # fmt: skip
     assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
     assert not (folder / "jobs.jsonl").exists()

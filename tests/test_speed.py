@@ -102,14 +102,14 @@ def test_identical_deploy_networks_share_one_figure(tmp_path):
     assert len({architecture_hash(m) for m in plain}) == 1
     first = speed_figure(plain[0], QUICK, CPU, tmp_path, side=32)
     others = [speed_figure(m, QUICK, CPU, tmp_path, side=32) for m in plain[1:]]
-    assert first["source"] == "measured" and all(o["source"] == "cached" for o in others)
-    assert {o["images_per_s"] for o in [first, *others]} == {first["images_per_s"]}
+    assert first.source == "measured" and all(o.source == "cached" for o in others)
+    assert {o.images_per_s for o in [first, *others]} == {first.images_per_s}
     residual = reparameterize_model(small("residual_reorg").eval())
-    assert speed_figure(residual, QUICK, CPU, tmp_path, side=32)["key"] != first["key"]
+    assert speed_figure(residual, QUICK, CPU, tmp_path, side=32).key != first.key
     assert len(list(tmp_path.glob("*.json"))) == 2
-    (tmp_path / f"{first['key']}.json").write_text("{torn")  # a torn figure is measured again, not trusted
-    assert speed_figure(plain[0], QUICK, CPU, tmp_path, side=32)["source"] == "measured"
-    assert json.loads((tmp_path / f"{first['key']}.json").read_text())["key"] == first["key"]
+    (tmp_path / f"{first.key}.json").write_text("{torn")  # a torn figure is measured again, not trusted
+    assert speed_figure(plain[0], QUICK, CPU, tmp_path, side=32).source == "measured"
+    assert json.loads((tmp_path / f"{first.key}.json").read_text())["key"] == first.key
 
 
 HOLD = """

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from support import require, slurm_up
+from support import TINY_TRIAL, environ, require, run_cli, slurm_up, wait_for
 
 from repvgg_search import files
 from repvgg_search.config import CONF_DIR
 from repvgg_search.sweep.folder import SweepFolder
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((CONF_DIR / "sweep").glob("*.yaml"))
-# Small but real trials: a0's layout at a quarter width, one epoch.
-SMALL = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2", "tracking.mode=disabled", "sweep.seeds=1"]
+# Small but real trials, one seed a design.
+TINY_SWEEP = [*TINY_TRIAL, "sweep.seeds=1"]
 
 
 def sweep(*overrides: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "repvgg_search.sweep", *overrides]
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    """The sweep command line, run to its end (and, with `check`, asserted to succeed)."""
+    proc = run_cli("repvgg_search.sweep", *overrides, env=environ(WANDB_MODE="offline"), timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
@@ -94,11 +89,11 @@ def test_axes_over_a_variant_option_and_its_fields(tmp_path):
     assert "variant=qarepvgg, variant.post_bn=False" in out.stdout or "variant.post_bn=False" in out.stdout
 
 
-def test_dry_run_of_1000_trials_is_quick(tmp_path):
-    t0 = time.perf_counter()
-    sweep("+sweep=ablation", "sweep.seeds=91", f"sweep.dir={tmp_path}", "sweep.dry_run=true", timeout=120)
+def test_dry_run_of_1000_trials(tmp_path):
+    """1,001 trials planned and written out (benchmarks/sweep_overhead.py measures how long it takes)."""
+    sweep("+sweep=ablation", "sweep.seeds=91", f"sweep.dir={tmp_path}", "sweep.dry_run=true", timeout=300)
     assert len(json.loads((tmp_path / "sweep.json").read_text())["trial_ids"]) == 1001
-    assert time.perf_counter() - t0 < 120  # a generous bound; benchmarks/sweep_overhead.py measures it
+    assert len(list((tmp_path / "trials").glob("*/config.yaml"))) == 1001
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +101,7 @@ def small_sweep(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sweep") / "s"
     # One trial diverges (a huge learning rate): a result (status diverged), not a crash; the other completes.
     sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}", f"sweep.dir={folder}",
-          "sweep.retries=0", *SMALL)  # fmt: skip
+          "sweep.retries=0", *TINY_SWEEP)  # fmt: skip
     return folder
 
 
@@ -138,11 +133,11 @@ def test_rerun_skips_finished_trials_and_resubmits_failed(small_sweep: Path):
     )
     before = len(files.read_jsonl(small_sweep / "jobs.jsonl"))
     sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}", f"sweep.dir={small_sweep}",
-          "sweep.retries=1", *SMALL)  # fmt: skip
+          "sweep.retries=1", *TINY_SWEEP)  # fmt: skip
     jobs = files.read_jsonl(small_sweep / "jobs.jsonl")[before:]
     assert len(jobs) == 1  # only the failed trial ran again, once
     again = sweep("+sweep=ablation", "++sweep.axes={variant:[full],train.base_lr:[0.4,1e9]}",
-                  f"sweep.dir={small_sweep}", "sweep.retries=1", *SMALL)  # fmt: skip
+                  f"sweep.dir={small_sweep}", "sweep.retries=1", *TINY_SWEEP)  # fmt: skip
     assert len(files.read_jsonl(small_sweep / "jobs.jsonl")) == before + 1  # attempts used up: nothing submitted
     assert "resuming" in again.stdout
 
@@ -169,7 +164,7 @@ def test_status_and_collect_actions(small_sweep: Path):
 @pytest.mark.slow
 def test_other_definition_is_refused_and_nothing_is_lost(small_sweep: Path):
     before = {p: p.read_bytes() for p in small_sweep.rglob("*.json")}
-    proc = sweep("+sweep=ablation", f"sweep.dir={small_sweep}", *SMALL, check=False)
+    proc = sweep("+sweep=ablation", f"sweep.dir={small_sweep}", *TINY_SWEEP, check=False)
     assert proc.returncode == 2 and "holds another definition" in proc.stderr and "sweep.dir=" in proc.stderr
     assert {p: p.read_bytes() for p in small_sweep.rglob("*.json")} == before
 
@@ -178,11 +173,9 @@ def test_other_definition_is_refused_and_nothing_is_lost(small_sweep: Path):
 def test_detached_local_sweep_finishes_in_the_background(tmp_path):
     folder = tmp_path / "d"
     out = sweep("+sweep=ablation", "sweep.axes={variant:[no_branches]}", f"sweep.dir={folder}",
-                "sweep.detach=true", *SMALL)  # fmt: skip
+                "sweep.detach=true", *TINY_SWEEP)  # fmt: skip
     assert "detached" in out.stdout
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (folder / "results.csv").exists():
-        time.sleep(1)
+    wait_for(lambda: (folder / "results.csv").exists(), 300, "the detached sweep's results.csv", interval=1)
     assert pd.read_csv(folder / "results.csv")["status"].tolist() == ["completed"]
     status = sweep("+sweep=ablation", f"sweep.dir={folder}", "sweep.action=status")
     assert "completed 1" in status.stdout

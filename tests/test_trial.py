@@ -7,31 +7,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from support import held_epochs_env, hold_epochs
+from support import QUICK_TRIAL, REPO, TINY_TRIAL, cli_command, environ, held_epochs_env, hold_epochs, run_cli, wait_for
 
 from repvgg_search import files, tracking
 from repvgg_search.data import digits_split
 from repvgg_search.trial import settings_from_config
 
-REPO = Path(__file__).resolve().parents[1]
-# A small but real RepVGG on digits: a0's layout at a quarter of its width, two epochs, one thread.
-SMALL = ["model=a0", "model.a=0.25", "model.b=0.25", "train.epochs=2", "threads=1", "speed.iters=2"]
+# A small but real RepVGG on digits: the tiny trial for two epochs on one thread, mirrored to a wandb offline run.
+TRIAL = [*TINY_TRIAL, "train.epochs=2", "threads=1", "tracking.mode=offline"]
 
 
-def train_cmd(out: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "repvgg_search.train", *SMALL, *overrides, f"output_dir={out}"]
+def train_args(out: Path, *overrides: str) -> list[str]:
+    return [*TRIAL, *overrides, f"output_dir={out}"]
 
 
-def run_train(out: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(
-        train_cmd(out, *overrides), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
-    )
+def run_train(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_cli("repvgg_search.train", *train_args(out, *overrides), env=environ(WANDB_MODE="offline"), timeout=300)
 
 
 def wandb_inspect(run_dir: Path) -> dict:
@@ -127,12 +122,11 @@ def test_trial_wandb_mirror(finished: Path):
 
 @pytest.mark.slow
 def test_finished_trial_is_not_retrained(finished: Path):
-    before = (finished / "result.json").read_text()
-    t0 = time.perf_counter()
+    before = [(finished / name).read_text() for name in ("result.json", "metrics.jsonl")]
     proc = run_train(finished, "tracking.group=pytest")
     assert proc.returncode == 0, proc.stderr
-    assert (finished / "result.json").read_text() == before
-    assert '"status": "completed"' in proc.stdout and time.perf_counter() - t0 < 60
+    assert [(finished / name).read_text() for name in ("result.json", "metrics.jsonl")] == before  # no epoch ran
+    assert '"status": "completed"' in proc.stdout and "already completed" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -152,10 +146,9 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
 
     out = tmp_path / "interrupted"
     env = {**held_epochs_env(tmp_path), "WANDB_MODE": "offline"}
-    proc = subprocess.Popen(train_cmd(out, *overrides), cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not files.read_jsonl(out / "metrics.jsonl") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    proc = subprocess.Popen(cli_command("repvgg_search.train", *train_args(out, *overrides)), cwd=REPO, env=env,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: files.read_jsonl(out / "metrics.jsonl"), 240, "the first epoch")
     with hold_epochs(tmp_path):  # no third epoch can end before the signal arrives
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
@@ -218,8 +211,7 @@ def test_relu_in_branches_is_measured_in_train_form(tmp_path: Path):
 def test_bad_input_exits_before_training(tmp_path: Path, monkeypatch, overrides, match):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     env["NETRC"] = str(tmp_path / "no-netrc")
-    cmd = train_cmd(tmp_path / "out", *overrides)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    proc = run_cli("repvgg_search.train", *train_args(tmp_path / "out", *overrides), env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert match in proc.stderr
     assert not (tmp_path / "out" / "checkpoints").exists()
@@ -238,10 +230,9 @@ def test_trial_id_depends_on_results_not_on_paths():
 def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
     """torchrun with two CPU processes: DDP over gloo, rank 0 records, evaluation covers the whole split."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "repvgg_search.train",
-           *SMALL, "train.epochs=1", "tracking.mode=offline", f"output_dir={out}"]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    proc = run_cli("torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "repvgg_search.train",
+                   *train_args(out, "train.epochs=1", "tracking.mode=offline"),
+                   env=environ(WANDB_MODE="offline", OMP_NUM_THREADS="1"), timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     val_images = len(digits_split(0.2, 0)[1])
@@ -260,11 +251,11 @@ def test_from_trial_gives_the_deploy_form_that_was_measured(finished: Path):
 
     taken = from_trial(finished)
     assert taken.form == "deploy" and taken.model.deploy and not taken.model.training
-    assert taken.arch.widths == tuple(taken.record["arch"]["widths"]) and taken.input_size == (3, 32, 32)
-    settings = settings_from_config(taken.record["config"])
+    assert taken.arch.widths == tuple(taken.record.arch.widths) and taken.input_size == (3, 32, 32)
+    settings = settings_from_config(taken.record.config)
     _, val_loader, _ = build_loaders(settings.data, device="cpu", seed=settings.seed)
     top1 = evaluate(taken.model, val_loader, device="cpu")["top1"]
-    assert top1 == pytest.approx(taken.record["metrics"]["deploy_top1"], abs=1e-9)
+    assert top1 == pytest.approx(taken.record.metrics.deploy_top1, abs=1e-9)
     with pytest.raises(BadInputError, match="keep_checkpoint=all"):
         from_trial(finished, form="train")  # the default keeps the deploy weights only
     with pytest.raises(BadInputError, match="form='onnx' is unknown; allowed: deploy, train"):
@@ -275,20 +266,17 @@ def test_from_trial_gives_the_deploy_form_that_was_measured(finished: Path):
 def test_the_same_command_line_twice_resumes(tmp_path: Path):
     """What a user does after an interruption: the very same command (no output_dir), which lands in the same
     default folder, outputs/trials/<preset>-<variant>-s<seed>-<trial id>, and resumes there."""
-    command = [sys.executable, "-m", "repvgg_search.train", "model.a=0.25", "model.b=0.25", "train.epochs=3",
-               "threads=1", "tracking.mode=disabled", "speed=trial_size", "speed.rounds=1"]  # fmt: skip
+    args = [*QUICK_TRIAL, "train.epochs=3"]
     env = {**held_epochs_env(tmp_path), "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not any(
-        map(files.read_jsonl, tmp_path.glob("outputs/trials/*/metrics.jsonl"))
-    ):
-        time.sleep(0.2)
+    first = subprocess.Popen(cli_command("repvgg_search.train", *args), cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    wait_for(lambda: any(map(files.read_jsonl, tmp_path.glob("outputs/trials/*/metrics.jsonl"))), 240,
+             "the first epoch")  # fmt: skip
     with hold_epochs(tmp_path):  # no third epoch can end before the signal arrives
         first.send_signal(signal.SIGTERM)
         _, err = first.communicate(timeout=120)
     assert first.returncode == 3 and "rerun the same command to resume in outputs/trials/a0-full-s0-" in err, err
-    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    second = run_cli("repvgg_search.train", *args, cwd=tmp_path, env=env, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     (folder,) = tmp_path.glob("outputs/trials/*")
     result = json.loads((folder / "result.json").read_text())
