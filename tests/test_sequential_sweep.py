@@ -132,6 +132,9 @@ def test_a_sequential_sweep_runs_its_batches_and_decides_every_comparison(tmp_pa
     row = comparisons.set_index("variant").loc["no_branches"]
     assert row["verdict"] == "undecided" and row["n_pairs"] == 3
     assert row["image_seeds"] == 3 and 0 <= row["image_p"] <= 1
+    summary = (folder / "summary.md").read_text()
+    assert "Per-image paired test" in summary and "Jordan, ICLR 2024" in summary
+    assert "Seeds used: 6 trials trained of the 6" in summary and "indistinguishable" not in summary
     for tid in {j["trial_id"] for j in jobs}:
         assert (folder / "trials" / tid / "val_correct.bits").exists()
     status = subprocess.run([*args[:3], f"sweep.dir={folder}", "sweep.action=status"], cwd=REPO, capture_output=True,
@@ -151,3 +154,17 @@ def test_a_null_comparison_that_cannot_be_decided_stops_at_the_first_look():
     final = {c.variant: c.state for c in plan.state(records.status, records.top1)}
     assert final["no_1x1"]["verdict"] == "undecided" and final["no_1x1"]["n"] == 2
     assert tid["no_1x1", 2] not in records.done
+
+
+def test_another_design_in_the_same_folder_is_refused(tmp_path: Path):
+    """The same trials with another margin would reach other verdicts: the folder refuses it and keeps its record."""
+    from repvgg_search.sweep.folder import SweepFolder, SweepFolderError
+
+    folder = SweepFolder(tmp_path / "seq")
+    ids = ["a", "b"]
+    assert folder.claim("ablation", "grid", ids, identity={"margin": 0.5}) is False
+    before = (tmp_path / "seq" / "sweep.json").read_bytes()
+    assert folder.claim("ablation", "grid", ids, identity={"margin": 0.5}) is True  # same design: resumes
+    with pytest.raises(SweepFolderError, match="holds another definition"):
+        folder.claim("ablation", "grid", ids, identity={"margin": 1.0})
+    assert (tmp_path / "seq" / "sweep.json").read_bytes() == before

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import files
 from ..analysis.ablation import ablation_markdown, compare_variants
-from ..analysis.per_image import per_image_comparisons, read_correct
+from ..analysis.per_image import PER_IMAGE_CAPTION, per_image_comparisons, read_correct
 from ..analysis.quant import quant_markdown
 from ..analysis.sequential import SequentialDesign
 from ..analysis.stats import group_stats
@@ -126,10 +126,14 @@ def design_of(definition: dict[str, Any]) -> SequentialDesign | None:
 
 
 def summary_markdown(
-    folder: SweepFolder, df: pd.DataFrame, definition: dict[str, Any], records: list[TrialRecord]
+    folder: SweepFolder,
+    df: pd.DataFrame,
+    definition: dict[str, Any],
+    records: list[TrialRecord],
+    comparisons: pd.DataFrame | None = None,
 ) -> str:
-    """Counts, the ablation tables grouped like the paper's Tables 6 and 7, and the failed trials' errors;
-    `records` are the completed trials' records."""
+    """Counts, the ablation tables grouped like the paper's Tables 6 and 7, the per-image paired tests, the seeds
+    a sequential sweep used, and the failed trials' errors; `records` are the completed trials' records."""
     counts = df["status"].value_counts().to_dict()
     lines = [f"# Sweep {definition.get('name')} ({folder.root})", ""]
     lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f" (of {len(df)} trials)")
@@ -138,6 +142,7 @@ def summary_markdown(
         tables = ablation_markdown(table, _baseline(definition), design_of(definition))
         lines += ["", speed_line(records), f"MACs: {MAC_CONVENTION}, at 3x224x224.", ""]
         lines.append(tables or _grid_table(df))
+        lines += _per_image_lines(comparisons) + _seeds_used_lines(df, design_of(definition))
         if quant := quant_markdown(table, _baseline(definition)):
             lines += ["", quant]
         lines += _axis_tables(df)
@@ -146,6 +151,27 @@ def summary_markdown(
         lines += ["", "## Not completed", ""]
         lines += [f"- {r.trial_id} ({r.variant}, seed {r.seed}): {r.status}: {r.error}" for r in failed.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def _per_image_lines(comparisons: pd.DataFrame | None) -> list[str]:
+    """The per-image paired test of every comparison (from the trials' val_correct.bits), with its caption."""
+    if comparisons is None or comparisons.empty or "image_p" not in comparisons:
+        return []
+    cols = {"variant": "variant", "image_seeds": "seeds", "image_variant_only": "only variant right",
+            "image_baseline_only": "only baseline right", "image_mean_diff": "Δ (points)", "image_ci_low": "CI low",
+            "image_ci_high": "CI high", "image_p_holm": "p Holm", "image_test": "test"}  # fmt: skip
+    table = comparisons[[c for c in cols if c in comparisons]].rename(columns=cols)
+    return ["", "Per-image paired test (pooled over the seeds)", "", to_markdown(table, 3), "", PER_IMAGE_CAPTION]
+
+
+def _seeds_used_lines(df: pd.DataFrame, design: SequentialDesign | None) -> list[str]:
+    """What a sequential sweep spent: trials trained against the fixed design with the budget's seeds."""
+    if design is None:
+        return []
+    trained = int(df["status"].isin(["completed", "failed", "diverged"]).sum())
+    fixed = len(df)  # every seed the budget allows is planned up front: the fixed design trains them all
+    return ["", f"Seeds used: {trained} trials trained of the {fixed} a fixed design with {design.looks()[-1]} seeds "
+                f"per variant would train ({trained / fixed:.0%})."]  # fmt: skip
 
 
 def speed_line(records: list[TrialRecord]) -> str:
@@ -215,7 +241,7 @@ def write_results(folder: SweepFolder) -> dict[str, Any]:
         files.write_csv(folder.root / "groups.csv", groups)
         files.write_csv(folder.root / "comparisons.csv", comparisons)
     completed = [r for r in results.values() if r is not None and r.status is Status.COMPLETED]
-    summary = summary_markdown(folder, df, definition, completed)
+    summary = summary_markdown(folder, df, definition, completed, comparisons)
     files.write_text(folder.root / "summary.md", summary)
     print(summary)
     _mirror(folder, planned, definition, {"results": df, "groups": groups, "comparisons": comparisons})
