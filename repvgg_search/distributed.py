@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -123,3 +124,18 @@ def average_buffers(model: nn.Module) -> None:
         if buf.is_floating_point():
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             buf.div_(world)
+
+
+def gather_shards(local: torch.Tensor, total: int) -> torch.Tensor:
+    """The whole evaluation set's per-image values from every rank's shard (`ShardSampler`: rank r holds images r,
+    r + world, ...), in image order; a collective: every rank calls it and gets the whole. Without a process group,
+    `local` itself."""
+    if not is_distributed():
+        return local
+    world = dist.get_world_size()
+    shards: list[Any] = [None] * world
+    dist.all_gather_object(shards, local.cpu())
+    out = torch.empty(total, dtype=local.dtype)
+    for rank, shard in enumerate(shards):
+        out[rank::world] = shard
+    return out

@@ -343,7 +343,8 @@ def evaluate(
     With a process group and `reduce`, every rank must call it: the sums of the ranks' shards are combined
     (a collective). `reduce=False` counts only this process's loader, e.g. rank 0 alone on an unsharded
     loader from `build_loaders(..., distributed=False)`. With `keep`, also this process's per-image predicted
-    class (`pred`) and top-1 minus top-2 logit (`margin`), on the CPU, in loader order. Runs the unwrapped
+    class (`pred`), top-1 minus top-2 logit (`margin`) and whether it is right (`correct`), on the CPU, in loader
+    order. Runs the unwrapped
     module in eval mode under inference_mode and restores its previous mode.
     """
     device = torch.device(device)
@@ -351,7 +352,7 @@ def evaluate(
     was_training = net.training
     net.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    preds, margins = [], []
+    preds, margins, rights = [], [], []
     with torch.inference_mode(), autocast(amp, device):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -364,6 +365,7 @@ def evaluate(
                 top2 = out.topk(min(2, out.shape[1]), dim=1).values
                 preds.append(pred.cpu())
                 margins.append((top2[:, 0] - top2[:, -1]).cpu())
+                rights.append((pred == y).cpu())
     net.train(was_training)
     loss_sum, correct, total = (all_reduce_sum(sums) if reduce else sums).tolist()
     result = {
@@ -373,9 +375,8 @@ def evaluate(
         "total": int(total),
     }
     if keep:
-        result.update(
-            pred=torch.cat(preds) if preds else torch.zeros(0), margin=torch.cat(margins) if margins else torch.zeros(0)
-        )
+        cat = lambda parts, dtype: torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)  # noqa: E731
+        result.update(pred=cat(preds, torch.long), margin=cat(margins, torch.float), correct=cat(rights, torch.bool))
     return result
 
 

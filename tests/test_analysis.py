@@ -363,7 +363,7 @@ def test_ablation_markdown_for_the_sweep_summary() -> None:
         and "Table 7" in text
         and "| full | yes | yes | 2 | 97.40 | 0.28 | 94.86 .. 99.94 |" in text
     )
-    assert "| no_1x1 | yes | no | 2 | 96.90 |" in text and "| indistinguishable | 3 |" in text  # seeds for ±0.5
+    assert "| no_1x1 | yes | no | 2 | 96.90 |" in text and "| indistinguishable | 6 |" in text  # seeds for ±0.5
     assert ablation_markdown(metric_table(width_search_records())) == ""
 
 

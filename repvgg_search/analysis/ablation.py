@@ -8,25 +8,40 @@ from typing import Any
 import pandas as pd
 
 from .reference import paper_reference, reference_row, table_variants
-from .stats import ALPHA, MIN_EFFECT, NO_VERDICT, POWER, mean_ci, paired_comparisons
+from .sequential import SequentialDesign, sequential_caption, sequential_comparisons
+from .stats import (
+    ALPHA,
+    EXACT_MAX_N,
+    MIN_EFFECT,
+    NO_VERDICT,
+    POWER,
+    direction,
+    mean_ci,
+    paired_comparisons,
+    smallest_exact_n,
+)
 from .tables import to_markdown
 
 ABLATION_TITLES = {"table6": "Table 6: branches (identity, 1x1)", "table7": "Table 7: block designs"}
 ABLATION_DIGITS = {"top1 mean": 2, "top1 std": 2, "Δ vs baseline": 2, "p Holm": 3, "deploy GMACs": 3,
-                   "reference top1": 2, "reference Δ": 2, "seeds for ±0.5": 0, "INT8 drop": 2}  # fmt: skip
+                   "reference top1": 2, "reference Δ": 2, "seeds for ±0.5": 0, "INT8 drop": 2, "pairs": 0,
+                   "next n": 0}  # fmt: skip
 
 
-def ablation_tables(df: pd.DataFrame, baseline: str = "full") -> dict[str, pd.DataFrame]:
+def ablation_tables(
+    df: pd.DataFrame, baseline: str = "full", design: SequentialDesign | None = None
+) -> dict[str, pd.DataFrame]:
     """Tables 6 and 7, one row per (preset, data, variant): top1 over the seeds (n, mean, std, 95% t interval),
     the paired difference from `baseline` by seed (mean, 95% CI, Holm-corrected p over every comparison of that
-    preset and data, verdict, seeds needed for a 0.5-point difference), and the paper's numbers with labels."""
+    preset and data, verdict, seeds needed for a 0.5-point difference), and the paper's numbers with labels.
+    `design`: a sequential sweep's; its verdicts, repeated intervals and next seeds replace the fixed-seed ones."""
     rows: dict[str, list[dict[str, Any]]] = {"table6": [], "table7": []}
     plain = df[df["search_study"].isna()]  # search candidates vary widths, not the block: not an ablation
     known = set(table_variants("table6")) | set(table_variants("table7"))
     for (preset, data), part in plain[plain["variant"].isin(known)].groupby(
         ["preset", "data"], dropna=False, sort=True
     ):
-        compared = compare_variants(part, baseline)
+        compared = compare_variants(part, baseline, design=design)
         for table, table_rows in rows.items():
             for v in table_variants(table):
                 trials = part[part["variant"] == v]
@@ -77,35 +92,47 @@ def interval(low: Any, high: Any, signed: bool = False) -> str | None:
     return f"{low:+.2f} .. {high:+.2f}" if signed else f"{low:.2f} .. {high:.2f}"
 
 
-def compare_variants(part: pd.DataFrame, baseline: str, value: str = "top1", paper: bool = True) -> pd.DataFrame | None:
+def compare_variants(
+    part: pd.DataFrame, baseline: str, value: str = "top1", paper: bool = True, design: SequentialDesign | None = None
+) -> pd.DataFrame | None:
     """Every variant of `part`'s completed trials against the baseline on `value`, paired by seed, Holm-corrected
-    together, with the paper's difference beside each (`paper`), indexed by variant; None without a baseline."""
+    together, with the paper's difference beside each (`paper`), indexed by variant; None without a baseline.
+    With a sequential `design`: `sequential.sequential_comparisons`, plus the paper's difference and direction."""
     done = _done(part)
     if baseline not in set(done["variant"]):
         return None
     diffs = {v: paper_diff(v, baseline) for v in done["variant"].unique()} if paper else None
-    return paired_comparisons(done, by="variant", baseline=baseline, value=value, paper=diffs).set_index("variant")
+    if design is None:
+        return paired_comparisons(done, by="variant", baseline=baseline, value=value, paper=diffs).set_index("variant")
+    out = sequential_comparisons(done, by="variant", baseline=baseline, value=value, design=design)
+    out["paper_diff"] = [(diffs or {}).get(v) for v in out["variant"]]
+    out["direction"] = [direction(v, p) for v, p in zip(out["verdict"], out["paper_diff"])]
+    return out.set_index("variant")
 
 
 VERSUS = ["Δ vs baseline", "Δ 95% CI", "p Holm", "verdict", "seeds for ±0.5", "reference Δ", "direction"]
+SEQUENTIAL_VERSUS = ["Δ vs baseline", "Δ 95% CI", "p Holm", "verdict", "pairs", "next n", "reference Δ", "direction"]
 
 
 def _versus(compared: pd.DataFrame | None, variant: str, baseline: str) -> dict[str, Any]:
-    cells = dict.fromkeys(VERSUS)
+    sequential = compared is not None and "next_n" in compared.columns  # pairs used and asked for, no sample size
+    cells = dict.fromkeys(SEQUENTIAL_VERSUS if sequential else VERSUS)
     if variant == baseline:
         return cells | {"verdict": "baseline"}
     if compared is None or variant not in compared.index:
         return cells | {"verdict": f"no completed {baseline}"}
     c = compared.loc[variant]
-    return {
+    cells |= {
         "Δ vs baseline": c["mean_diff"],
         "Δ 95% CI": interval(c["ci_low"], c["ci_high"], signed=True),
         "p Holm": c["p_holm"],
         "verdict": c["verdict"],
-        "seeds for ±0.5": int(c["seeds_needed"]) if pd.notna(c["seeds_needed"]) else None,
         "reference Δ": c["paper_diff"],
         "direction": c["direction"],
     }
+    if sequential:
+        return cells | {"pairs": int(c["n_pairs"]), "next n": int(c["next_n"]) if pd.notna(c["next_n"]) else None}
+    return cells | {"seeds for ±0.5": int(c["seeds_needed"]) if pd.notna(c["seeds_needed"]) else None}
 
 
 def paper_diff(variant: str, baseline: str) -> float | None:
@@ -126,26 +153,42 @@ def _reference(table: str, variant: str) -> dict[str, Any]:
     }
 
 
-def ablation_markdown(df: pd.DataFrame, baseline: str = "full") -> str:
-    """Tables 6 and 7 as markdown with their caption (for a sweep's closing summary); "" if no ablation."""
-    tables = ablation_tables(df, baseline)
+def ablation_markdown(df: pd.DataFrame, baseline: str = "full", design: SequentialDesign | None = None) -> str:
+    """Tables 6 and 7 as markdown with their caption (for a sweep's closing summary); "" if no ablation.
+    `design`: a sequential sweep's (its verdicts and caption)."""
+    tables = ablation_tables(df, baseline, design)
     parts = [f"{ABLATION_TITLES[k]}\n\n{to_markdown(t, ABLATION_DIGITS)}" for k, t in tables.items() if not t.empty]
-    return "\n\n".join([*parts, reference_caption(baseline, tables)]) if parts else ""
+    return "\n\n".join([*parts, reference_caption(baseline, tables, design)]) if parts else ""
 
 
-def reference_caption(baseline: str = "full", tables: dict[str, pd.DataFrame] | None = None) -> str:
+def reference_caption(
+    baseline: str = "full", tables: dict[str, pd.DataFrame] | None = None, design: SequentialDesign | None = None
+) -> str:
     """What the statistics and the reference columns of the ablation tables are."""
-    ref = paper_reference()
     one_seed = tables is not None and all(t.empty or (t["n"] <= 1).all() for t in tables.values())
     caution = f" With one seed per variant: {NO_VERDICT}; the table orders nothing." if one_seed else ""
+    if design is not None:
+        variants = {v for t in (tables or {}).values() if not t.empty for v in t["variant"]} - {baseline}
+        m = max(1, len(variants))  # one Holm family per preset and data, across both tables
+        return f"{sequential_caption(baseline, design, m)} {_reference_text()}"
     return (
         f"top1 95% CI: t interval over the seeds (n < 10). Δ vs baseline: this variant minus {baseline}, paired by "
-        f"seed (same data order and initialization), mean and 95% t interval of the paired differences; p Holm: "
-        f"two-sided paired t-test, Holm-corrected over all comparisons against {baseline}; verdict at α={ALPHA}. "
-        f"seeds for ±0.5: seeds a paired test would need to detect a {MIN_EFFECT}-point difference with {POWER:.0%} "
-        f"power, from the observed spread of the paired differences (shown where the verdict is indistinguishable). "
-        f"reference top1: {ref['ablation_setting']}, with each number's source label (paper-text, third-party, "
-        "derived; numbers the shared reference marks unverified are not shown); reference Δ and direction: the "
-        "paper's difference and whether ours points the same way (undetermined when ours is indistinguishable)."
+        f"seed (same data order and initialization), mean and 95% t interval of the paired differences (the "
+        f"estimate). p Holm: the test, up to {EXACT_MAX_N} pairs the exact sign-flip permutation test (all 2^n sign "
+        f"assignments of the paired differences; it cannot go below 2^(1-n), so 3 seeds (p >= 0.25) can never give a "
+        f"verdict and {smallest_exact_n(ALPHA)} are the fewest that can reach p < {ALPHA}), beyond that the paired "
+        f"t-test floored at 2^(1-n), so identical differences never give p = 0; Holm-corrected over all comparisons "
+        f"against {baseline}; verdict at α={ALPHA}. seeds for ±0.5: seeds a paired t-test would need to detect a "
+        f"{MIN_EFFECT}-point difference with {POWER:.0%} power, from the observed spread of the paired differences, "
+        f"and at least {smallest_exact_n(ALPHA)} (shown where the verdict is indistinguishable). {_reference_text()}"
         + caution
+    )
+
+
+def _reference_text() -> str:
+    return (
+        f"reference top1: {paper_reference()['ablation_setting']}, with each number's source label (paper-text, "
+        "third-party, derived; numbers the shared reference marks unverified are not shown); reference Δ and "
+        "direction: the paper's difference and whether ours points the same way (undetermined without a better or "
+        "worse verdict)."
     )

@@ -3,6 +3,7 @@ with Holm-corrected p-values, verdicts that say only what the seeds support, and
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,9 @@ MIN_EFFECT = 0.5  # top-1 points
 NO_VERDICT = "one seed: no verdict possible"
 VERDICTS = ("better", "worse", "indistinguishable", NO_VERDICT)
 AUTO_BOOTSTRAP_MIN_N = 10  # below this a percentile bootstrap under-covers; the t interval is the safer call
+EXACT_MAX_N = 12  # up to here a paired verdict uses the exact sign-flip test (2^(n-1) sign vectors, a few ms)
+SIGN_FLIP = "sign-flip exact"
+T_TEST = "paired t"
 
 GROUP_COLUMNS = ["n", "mean", "std", "ci_low", "ci_high", "ci_method", "values"]
 COMPARISON_COLUMNS = [
@@ -29,6 +33,7 @@ COMPARISON_COLUMNS = [
     "ci_low",
     "ci_high",
     "p",
+    "test",
     "p_holm",
     "verdict",
     "paper_diff",
@@ -92,16 +97,71 @@ def mean_ci(
     return out
 
 
-def paired_test(diffs: Iterable[Any], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """Two-sided paired t-test (H0: mean difference 0) on per-seed differences, with the t interval of the mean.
+@functools.lru_cache(maxsize=32)
+def _signs(n: int) -> np.ndarray:
+    """The 2^(n-1) sign vectors with a + first (their negations give the same |sum|), as an (n, 2^(n-1)) array."""
+    codes = np.arange(2 ** (n - 1))
+    bits = (codes[None, :] >> np.arange(n - 1)[:, None]) & 1
+    return np.vstack([np.ones((1, len(codes))), 1.0 - 2.0 * bits])
 
-    With identical differences (std 0) the t statistic is +-inf (nan when they are all 0) and p is 0.0 when the mean
-    is not 0, else 1.0: the limit of the test as the spread vanishes.
+
+def sign_flip_pvalues(diffs: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Exact two-sided paired sign-flip permutation p-values, one per row of an (m, n) array of differences.
+
+    Fisher (The Design of Experiments, 1935, sec. 21) and Pitman (JRSS Suppl. 1937): under H0 each difference is
+    symmetric about 0, so all 2^n sign assignments are equally likely; p is the share of them whose |sum| is at least
+    the observed one. The observed assignment and its negation always count, so p >= 2^(1-n) (0.25 at n = 3):
+    identical differences give exactly that, never 0. Sums within 1e-9 of the observed (relative) count as ties.
+    """
+    x = np.atleast_2d(np.asarray(diffs, dtype=float))
+    m, n = x.shape
+    if n == 0:
+        return np.ones(m)
+    signs = _signs(n)
+    observed = np.abs(x.sum(axis=1))
+    tol = 1e-9 * np.abs(x).sum(axis=1)
+    counts = np.empty(m)
+    for start in range(0, m, chunk):
+        part = slice(start, start + chunk)
+        counts[part] = (np.abs(x[part] @ signs) >= (observed[part] - tol[part])[:, None]).sum(axis=1)
+    return counts / signs.shape[1]
+
+
+def paired_t_rows(diffs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of an (m, n) array: mean, std (ddof 1) and the two-sided paired t-test p-value. A spread within
+    rounding of 0 (identical values leave 1e-16) counts as 0: std 0, p 0 where the mean is not 0, else 1."""
+    x = np.atleast_2d(np.asarray(diffs, dtype=float))
+    n = x.shape[-1]
+    mean, std = x.mean(axis=-1), x.std(axis=-1, ddof=1)
+    spread = std > 1e-12 * np.maximum(1.0, np.abs(mean))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(spread, mean / (std / math.sqrt(n)), 0.0)
+    p = np.where(spread, 2 * sps.t.sf(np.abs(t), n - 1), (mean == 0).astype(float))
+    return mean, np.where(spread, std, 0.0), p
+
+
+def paired_pvalues(diffs: np.ndarray) -> np.ndarray:
+    """The fixed-seed verdict's p-value per row of an (m, n >= 2) array: exact sign-flip up to EXACT_MAX_N pairs,
+    beyond that the paired t-test's floored at 2^(1-n) (see `paired_test`)."""
+    x = np.atleast_2d(np.asarray(diffs, dtype=float))
+    if x.shape[-1] <= EXACT_MAX_N:
+        return sign_flip_pvalues(x)
+    return np.maximum(paired_t_rows(x)[2], 2.0 ** (1 - x.shape[-1]))
+
+
+def paired_test(diffs: Iterable[Any], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Two-sided paired test (H0: differences centred on 0) on per-seed differences, with the t interval of the mean.
+
+    For 2..EXACT_MAX_N pairs p is the exact sign-flip permutation test's (`sign_flip_pvalues`): it assumes only
+    symmetry under H0, and with n pairs it cannot go below 2^(1-n), so 3 seeds can never give a verdict at 0.05.
+    Beyond that p is the paired t-test's, floored at 2^(1-n), the sign-flip p of identical differences (std 0,
+    common when a small validation set quantizes top1), where the t-test's limit is 0.
+    `t` is the t statistic either way, and the interval the t interval: the estimate, not the test.
     """
     x = _clean(diffs)
     n = len(x)
     out: dict[str, Any] = {"n": n, "mean_diff": None, "std_diff": None, "ci_low": None, "ci_high": None}
-    out.update(t=None, p=None)
+    out.update(t=None, p=None, test=None)
     if n == 0:
         return out
     mean = out["mean_diff"] = float(x.mean())
@@ -109,13 +169,15 @@ def paired_test(diffs: Iterable[Any], confidence: float = CONFIDENCE) -> dict[st
         return out
     std = out["std_diff"] = float(x.std(ddof=1))
     out["ci_low"], out["ci_high"] = _t_interval(mean, std, n, confidence)
-    if std == 0:
-        out["t"] = math.copysign(math.inf, mean) if mean != 0 else math.nan
-        out["p"] = 0.0 if mean != 0 else 1.0
-        return out
-    t = mean / (std / math.sqrt(n))
-    out["t"], out["p"] = float(t), float(2 * sps.t.sf(abs(t), n - 1))
+    out["t"] = float(mean / (std / math.sqrt(n))) if std > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
+    out["p"] = float(paired_pvalues(x[None, :])[0])
+    out["test"] = SIGN_FLIP if n <= EXACT_MAX_N else T_TEST
     return out
+
+
+def smallest_exact_n(alpha: float = ALPHA) -> int:
+    """The fewest pairs whose sign-flip test can reach p < alpha at all: 2^(1-n) < alpha (6 at 0.05)."""
+    return max(2, math.floor(1 - math.log2(alpha)) + 1)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -128,6 +190,19 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
         # step-down: the k-th smallest is scaled by (m - k); the running max keeps the adjusted order monotone
         running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
+    return out
+
+
+def holm_rows(pvalues: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values along the last axis of an array with every entry present (m = that axis's length):
+    `holm` for many families at once."""
+    p = np.asarray(pvalues, dtype=float)
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
+    adjusted = np.minimum(1.0, np.maximum.accumulate(ranked, axis=-1))
+    out = np.empty_like(adjusted)
+    np.put_along_axis(out, order, adjusted, axis=-1)
     return out
 
 
@@ -158,8 +233,8 @@ def seeds_needed(
     """Smallest n >= 2 whose paired t-test reaches `power` against `effect`; None if unknown or beyond max_n."""
     if _missing(std_diff):
         return None
-    if std_diff == 0:
-        return 2
+    if std_diff == 0 or abs(effect) > 1e3 * std_diff:  # rounding's spread of identical differences: scipy's
+        return 2  # noncentral t crawls at noncentralities of 1e15, and the answer is the smallest sample anyway
     if effect == 0 or power_paired(max_n, effect, std_diff, alpha) < power:
         return None
 
@@ -249,12 +324,14 @@ def _judge(test: dict[str, Any], p_holm: float | None, paper_diff: Any, effect: 
     """The table cells of one comparison: its test, the verdict on the corrected p, the paper's sign, seeds needed."""
     call = verdict(test["mean_diff"], p_holm, test["n"], alpha)
     paper_diff = None if _missing(paper_diff) else float(paper_diff)
-    # a sample size answers only a comparison the seeds could not settle; a settled one needs no more seeds
+    # a sample size answers only a comparison the seeds could not settle; a settled one needs no more seeds. The
+    # t-test's count (G*Power) is raised to the fewest pairs the exact sign-flip test can decide with at all.
     needed = seeds_needed(test["std_diff"], effect, alpha, POWER) if call == "indistinguishable" else None
+    needed = max(needed, smallest_exact_n(alpha)) if needed is not None else None
     return {
         "n_pairs": test["n"],
         "seeds": test["seeds"],
-        **{k: test[k] for k in ("mean_diff", "std_diff", "ci_low", "ci_high", "p")},
+        **{k: test[k] for k in ("mean_diff", "std_diff", "ci_low", "ci_high", "p", "test")},
         "p_holm": p_holm,
         "verdict": call,
         "paper_diff": paper_diff,

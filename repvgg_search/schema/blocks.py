@@ -239,6 +239,16 @@ class Environment(Platform):
 
 
 @dataclass(slots=True)
+class PerImage:
+    """`per_image`: which validation images the train form classified right, as a bit file in the trial folder."""
+
+    file: str | None = None  # val_correct.bits (analysis.per_image reads it)
+    images: int | None = None
+    order: str | None = None  # a fingerprint of the images and their order: two trials pair only on the same
+    split: str | None = None
+
+
+@dataclass(slots=True)
 class Weights:
     """`weights`: the files a completed trial kept (paths in its folder, or null)."""
 

@@ -17,6 +17,7 @@ from .blocks import (
     Environment,
     Export,
     Metrics,
+    PerImage,
     Quant,
     Search,
     SpeedFigure,
@@ -50,6 +51,7 @@ class TrialRecord:
     weights: Weights | None = field(default=None, metadata=OMIT_NULL)
     search: Search | None = field(default=None, metadata=OMIT_NULL)
     export: Export | None = field(default=None, metadata=OMIT_NULL)
+    per_image: PerImage | None = field(default=None, metadata=OMIT_NULL)
     diverged_epoch: int | None = field(default=None, metadata=OMIT_NULL)
     epochs_done: int | None = field(
         default=None, metadata=OMIT_NULL

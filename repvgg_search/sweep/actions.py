@@ -16,8 +16,10 @@ from ..jobs.launchers import cancel_recorded
 from ..locks import FileLock
 from ..schema import Status, lookup, read_record
 from ..trial.folder import LOCK
+from .collect import design_of
 from .driver import count_states
 from .folder import SweepFolder
+from .sequential import SequentialPlan, describe
 
 BACKGROUND = "REPVGG_SWEEP_BACKGROUND"  # set in a detached local sweep's background driver
 
@@ -42,6 +44,15 @@ def print_status(folder: SweepFolder) -> dict[str, Any]:
     if best is not None:
         print(f"best single trial so far: {best[1]} top1 {best[0]:.2f}% ({best[2]}); "
               "variants are compared over their seeds by sweep.action=collect")  # fmt: skip
+    design = design_of(folder.read_definition() or {})
+    if design is not None:  # a sequential sweep: where each comparison stands, from the records
+        baseline = (folder.read_definition() or {}).get("baseline") or "full"
+        comparisons = SequentialPlan(trials, design, baseline).state(
+            folder.status, lambda t: trial_top1(folder.trial_dir(t))
+        )
+        looks = ", ".join(map(str, design.looks()))
+        print(f"sequential seeds (looks at {looks} pairs; margin ±{design.margin}):")
+        print("\n".join(describe(comparisons, design)))
     return {"folder": str(folder.root), **counts, "best": best[1] if best else None}
 
 

@@ -10,13 +10,16 @@ import pandas as pd
 
 from .. import files
 from ..analysis.ablation import ablation_markdown, compare_variants
+from ..analysis.per_image import PER_IMAGE_CAPTION, per_image_comparisons, read_correct
 from ..analysis.quant import quant_markdown
+from ..analysis.sequential import SequentialDesign
 from ..analysis.stats import group_stats
 from ..analysis.tables import metric_table, to_markdown
 from ..schema import MAC_CONVENTION, SpeedFigure, Status, TrialRecord
 from ..tracking import TrackingConfig, log_sweep_summary
 from .folder import PlannedTrial, SweepFolder
 
+PerImage = dict[str, Any]  # trial id -> its per-image correctness (a bool array over the validation images)
 RESULT_COLUMNS = [
     "trial_id", "variant", "seed", "status", "top1", "deploy_top1", "deploy_macs", "deploy_params",
     "train_macs", "train_params", "images_per_s", "latency_ms", "device", "device_name", "speed_form",
@@ -74,16 +77,19 @@ def _with_paired_diff(df: pd.DataFrame, baseline: str, keys: list[str]) -> pd.Da
     return df.drop(columns="baseline_top1")
 
 
-def statistics_tables(df: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def statistics_tables(
+    df: pd.DataFrame, baseline: str, design: SequentialDesign | None = None, correct: PerImage | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(groups, comparisons): each axis value over its seeds, and each variant against the baseline paired by
-    seed within each combination of the other axes (Holm-corrected within it)."""
+    seed within each combination of the other axes (Holm-corrected within it; sequential verdicts with a `design`),
+    with the per-image paired test beside each (`correct`: trial id -> per-image correctness)."""
     done = df[(df["status"] == "completed") & df["top1"].notna()]
     axes = df.attrs.get("axes", [])
     groups = [group_stats(done, by).rename(columns={by: "value"}).assign(axis=by) for by in ["variant", *axes]]
     comparisons = []
     for key, part in done.groupby(["preset", *axes], dropna=False, sort=False) if len(done) else []:
-        if (found := compare_variants(part, baseline)) is not None:
-            found = found.reset_index()
+        if (found := compare_variants(part, baseline, design=design)) is not None:
+            found = _with_per_image(found, part, baseline, correct or {}).reset_index()
             comparisons.append(found.assign(**dict(zip(["preset", *axes], key if isinstance(key, tuple) else (key,)))))
     return (
         pd.concat(groups, ignore_index=True) if groups else pd.DataFrame(),
@@ -91,19 +97,52 @@ def statistics_tables(df: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd
     )
 
 
+def _with_per_image(found: pd.DataFrame, part: pd.DataFrame, baseline: str, correct: PerImage) -> pd.DataFrame:
+    """The per-image paired test of each comparison (columns image_*), over the seeds with per-image records."""
+    by_variant: dict[str, dict[int, Any]] = {}
+    for r in part.itertuples():
+        if r.trial_id in correct:
+            by_variant.setdefault(r.variant, {})[int(r.seed)] = correct[r.trial_id]
+    if baseline not in by_variant:
+        return found
+    tests = per_image_comparisons(by_variant, baseline).set_index("variant")
+    keep = ["seeds", "variant_only", "baseline_only", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "test"]
+    return found.join(tests[keep].add_prefix("image_"))
+
+
+def per_image_records(folder: SweepFolder, results: dict[str, TrialRecord | None]) -> PerImage:
+    """trial id -> per-image correctness on the validation set, for the completed trials that recorded it."""
+    out = {}
+    for tid, r in results.items():
+        if r is not None and r.status is Status.COMPLETED and r.per_image is not None:
+            out[tid] = read_correct(folder.trial_dir(tid) / r.per_image.file, r.per_image.images, r.per_image.order)
+    return out
+
+
+def design_of(definition: dict[str, Any]) -> SequentialDesign | None:
+    """The sequential design a sweep folder's definition holds (None: a fixed-seed sweep)."""
+    found = definition.get("sequential")
+    return SequentialDesign(**found) if found else None
+
+
 def summary_markdown(
-    folder: SweepFolder, df: pd.DataFrame, definition: dict[str, Any], records: list[TrialRecord]
+    folder: SweepFolder,
+    df: pd.DataFrame,
+    definition: dict[str, Any],
+    records: list[TrialRecord],
+    comparisons: pd.DataFrame | None = None,
 ) -> str:
-    """Counts, the ablation tables grouped like the paper's Tables 6 and 7, and the failed trials' errors;
-    `records` are the completed trials' records."""
+    """Counts, the ablation tables grouped like the paper's Tables 6 and 7, the per-image paired tests, the seeds
+    a sequential sweep used, and the failed trials' errors; `records` are the completed trials' records."""
     counts = df["status"].value_counts().to_dict()
     lines = [f"# Sweep {definition.get('name')} ({folder.root})", ""]
     lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f" (of {len(df)} trials)")
     if records:
         table = metric_table(records)
-        tables = ablation_markdown(table, _baseline(definition))
+        tables = ablation_markdown(table, _baseline(definition), design_of(definition))
         lines += ["", speed_line(records), f"MACs: {MAC_CONVENTION}, at 3x224x224.", ""]
         lines.append(tables or _grid_table(df))
+        lines += _per_image_lines(comparisons) + _seeds_used_lines(df, design_of(definition))
         if quant := quant_markdown(table, _baseline(definition)):
             lines += ["", quant]
         lines += _axis_tables(df)
@@ -112,6 +151,27 @@ def summary_markdown(
         lines += ["", "## Not completed", ""]
         lines += [f"- {r.trial_id} ({r.variant}, seed {r.seed}): {r.status}: {r.error}" for r in failed.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def _per_image_lines(comparisons: pd.DataFrame | None) -> list[str]:
+    """The per-image paired test of every comparison (from the trials' val_correct.bits), with its caption."""
+    if comparisons is None or comparisons.empty or "image_p" not in comparisons:
+        return []
+    cols = {"variant": "variant", "image_seeds": "seeds", "image_variant_only": "only variant right",
+            "image_baseline_only": "only baseline right", "image_mean_diff": "Δ (points)", "image_ci_low": "CI low",
+            "image_ci_high": "CI high", "image_p_holm": "p Holm", "image_test": "test"}  # fmt: skip
+    table = comparisons[[c for c in cols if c in comparisons]].rename(columns=cols)
+    return ["", "Per-image paired test (pooled over the seeds)", "", to_markdown(table, 3), "", PER_IMAGE_CAPTION]
+
+
+def _seeds_used_lines(df: pd.DataFrame, design: SequentialDesign | None) -> list[str]:
+    """What a sequential sweep spent: trials trained against the fixed design with the budget's seeds."""
+    if design is None:
+        return []
+    trained = int(df["status"].isin(["completed", "failed", "diverged"]).sum())
+    fixed = len(df)  # every seed the budget allows is planned up front: the fixed design trains them all
+    return ["", f"Seeds used: {trained} trials trained of the {fixed} a fixed design with {design.looks()[-1]} seeds "
+                f"per variant would train ({trained / fixed:.0%})."]  # fmt: skip
 
 
 def speed_line(records: list[TrialRecord]) -> str:
@@ -175,12 +235,13 @@ def write_results(folder: SweepFolder) -> dict[str, Any]:
     results = {t.trial_id: folder.result(t.trial_id) for t in planned}
     df = results_table(planned, results, definition)
     files.write_csv(folder.root / "results.csv", df)
-    groups, comparisons = statistics_tables(df, _baseline(definition)) if df.attrs["grid"] else (None, None)
+    tables = (df, _baseline(definition), design_of(definition), per_image_records(folder, results))
+    groups, comparisons = statistics_tables(*tables) if df.attrs["grid"] else (None, None)
     if df.attrs["grid"]:  # a width search's candidates are compared by their Pareto set and EDF instead
         files.write_csv(folder.root / "groups.csv", groups)
         files.write_csv(folder.root / "comparisons.csv", comparisons)
     completed = [r for r in results.values() if r is not None and r.status is Status.COMPLETED]
-    summary = summary_markdown(folder, df, definition, completed)
+    summary = summary_markdown(folder, df, definition, completed, comparisons)
     files.write_text(folder.root / "summary.md", summary)
     print(summary)
     _mirror(folder, planned, definition, {"results": df, "groups": groups, "comparisons": comparisons})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..analysis.sequential import SequentialDesign
 from ..jobs.launchers import Launcher
 from ..jobs.pool import JobPool, job_log
 from ..progress import Progress
@@ -16,6 +19,8 @@ from ..trial import TrialGroup, TrialRunner
 from .collect import write_results
 from .folder import PlannedTrial, SweepFolder
 from .grid import expand
+from .sequential import SequentialPlan
+from .spec import design_of
 
 _log = logging.getLogger(__name__)
 SHOWN = (Status.PLANNED, Status.RUNNING, Status.COMPLETED, Status.FAILED)  # always in a status line; others when > 0
@@ -51,18 +56,24 @@ class GridSweep:
     trials: list[PlannedTrial]
     resumed: bool
 
+    design: SequentialDesign | None = None  # sweep.sequential=true: seeds in batches
+
     @classmethod
     def from_config(cls, cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> GridSweep:
-        """Validate every trial, claim the folder for this definition, write the trial configs."""
+        """Validate every trial, claim the folder for this definition, write the trial configs (a sequential sweep:
+        every seed its budget allows)."""
         trials = expand(cfg, launcher.threads)
+        design = design_of(cfg.sweep)
         extra = {
             "axes": OmegaConf.to_container(cfg.sweep.axes),
             "seeds": cfg.sweep.seeds,
             "baseline": cfg.sweep.baseline,
+            **({"sequential": dataclasses.asdict(design)} if design is not None else {}),
         }
-        resumed = folder.claim(cfg.sweep.name, "grid", [t.trial_id for t in trials], extra)
+        identity = extra.get("sequential")  # a changed design is another sweep: its verdicts would differ
+        resumed = folder.claim(cfg.sweep.name, "grid", [t.trial_id for t in trials], extra, identity)
         folder.materialize(trials)
-        return cls(folder, launcher, cfg.sweep, trials, resumed)
+        return cls(folder, launcher, cfg.sweep, trials, resumed, design)
 
     def print_plan(self) -> None:
         statuses = [self.folder.status(t.trial_id) for t in self.trials]
@@ -98,10 +109,16 @@ class GridSweep:
             counts = count_states(folder, self.trials, pool.active_keys)
             progress.show("  ".join(f"{k} {v}" for k, v in counts.items() if v or Status(k) in SHOWN), finished(counts))
 
+        def run(tids: list[str]) -> bool:
+            return pool.run(tids, runner, self._ended, show=show, done=lambda tid: folder.status(tid).terminal,
+                            detach=detach)  # fmt: skip
+
         try:
             with pool.cancelling_on_exit(self._cancelled):
-                pool.run(self.to_run(pool.attempts), runner, self._ended, show=show,
-                         done=lambda tid: folder.status(tid).terminal, detach=detach)  # fmt: skip
+                if self.design is None:
+                    run(self.to_run(pool.attempts))
+                else:
+                    self._batches(run, pool.attempts, detach)
         finally:
             progress.close()
         if detach and self.launcher.queues_itself:
@@ -109,10 +126,37 @@ class GridSweep:
             return {"folder": str(folder.root), "detached": True}
         return write_results(folder)
 
-    def to_run(self, attempts: dict[str, int]) -> list[str]:
-        """Trials without a result whose attempts are not used up (failed ones get `retries` more)."""
+    def _batches(self, run: Callable[[list[str]], bool], attempts: dict[str, int], detach: bool) -> None:
+        """Sequential seeds: run the trials the next look needs, update every comparison, repeat while any is open
+        and has seeds left (a driver restarted here finds the same state in the records)."""
+        plan = self.sequential_plan()
+        while True:
+            comparisons = plan.state(self.folder.status, self._top1)
+            todo = self.to_run(attempts, plan.wanted(comparisons, self.folder.status))
+            decided = sum(not c.open for c in comparisons)
+            print(f"sequential: {decided} of {len(comparisons)} comparisons decided; next batch {len(todo)} trials")
+            if not todo:
+                for c in plan.exhausted(comparisons, self.folder.status):
+                    print(f"  {c.variant}: open, but its seeds ran out (failed trials): undecided at its budget")
+                return
+            if not run(todo) or (detach and self.launcher.queues_itself):
+                return  # stopped waiting, or detached: a rerun of the command submits the next batch
+
+    def sequential_plan(self) -> SequentialPlan:
+        return SequentialPlan(self.trials, self.design, self.spec.baseline)
+
+    def _top1(self, tid: str) -> float | None:
+        result = self.folder.result(tid)
+        return result.metrics.top1 if result is not None and result.metrics is not None else None
+
+    def to_run(self, attempts: dict[str, int], among: list[str] | None = None) -> list[str]:
+        """Trials without a result whose attempts are not used up (failed ones get `retries` more); `among`: only
+        those (a sequential sweep's next batch)."""
         out = []
+        wanted = None if among is None else set(among)
         for t in self.trials:
+            if wanted is not None and t.trial_id not in wanted:
+                continue
             status = self.folder.status(t.trial_id)
             if status.is_result:  # a rerun would give the same
                 continue

@@ -56,13 +56,16 @@ class SweepFolder:
     def read_definition(self) -> dict[str, Any] | None:
         return files.read_json(self.root / SWEEP_JSON)
 
-    def claim(self, name: str, kind: str, trial_ids: list[str], extra: dict[str, Any] | None = None) -> bool:
-        """Create the folder for this definition, or accept it when it already holds the same definition.
+    def claim(
+        self, name: str, kind: str, trial_ids: list[str], extra: dict[str, Any] | None = None, identity: Any = None
+    ) -> bool:
+        """Create the folder for this definition, or accept it when it already holds the same definition (its
+        trials, and `identity`: what else decides its results, e.g. a sequential design).
 
         Returns True when the folder already existed (the sweep resumes). Raises SweepFolderError, touching
         nothing, when it holds a different definition.
         """
-        digest = definition_hash(trial_ids)
+        digest = definition_hash(trial_ids, identity)
         existing = self.read_definition()
         if existing is not None:
             if existing.get("definition_hash") != digest:
@@ -178,6 +181,8 @@ class SweepFolder:
         return FileLock(self.root / DRIVER_LOCK).proven_holder()
 
 
-def definition_hash(trial_ids: list[str]) -> str:
-    """The identity of a sweep definition: the set of its trials (launcher settings do not change it)."""
-    return hashlib.sha256(json.dumps(sorted(trial_ids)).encode()).hexdigest()[:16]
+def definition_hash(trial_ids: list[str], identity: Any = None) -> str:
+    """The identity of a sweep definition: the set of its trials, and `identity` when given (launcher settings do
+    not change it)."""
+    content = sorted(trial_ids) if identity is None else {"trials": sorted(trial_ids), "identity": identity}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]

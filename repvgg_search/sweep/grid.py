@@ -14,7 +14,7 @@ from ..config import CONF_DIR, TrialConfig
 from ..errors import BadInputError
 from ..trial import settings_from_typed, typed_config
 from .folder import PlannedTrial
-from .spec import SweepError, base_trial_config, sweep_axes
+from .spec import SweepError, base_trial_config, design_of, sweep_axes
 
 # Config groups a trial config is composed of: an axis over one of them takes option names.
 GROUPS = ("model", "variant", "data", "train")
@@ -30,8 +30,10 @@ def expand(cfg: DictConfig, threads: int | None = None) -> list[PlannedTrial]:
     """
     base = typed_config(base_trial_config(cfg))
     axes = {ALIASES.get(k, k): list(v) for k, v in sweep_axes(cfg).items()}
-    if cfg.sweep.seeds:  # the seed is the last axis: seed s of every variant forms a pair
-        axes["seed"] = list(range(cfg.sweep.seeds))
+    design = design_of(cfg.sweep)
+    seeds = design.looks()[-1] if design is not None else cfg.sweep.seeds  # sequential: every seed it may need
+    if seeds:  # the seed is the last axis: seed s of every variant forms a pair
+        axes["seed"] = list(range(seeds))
     checked = _checked_axis_values(axes)
     trials, seen = [], {}
     for combo in itertools.product(*axes.values()):

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..analysis.sequential import SequentialDesign
 from ..config import CONF_DIR, TrialConfig
 from ..errors import BadInputError
 from .folder import SweepFolder
@@ -37,6 +38,13 @@ class SweepSpec:
     retries: int = 1  # resubmissions of a failed trial (within a run and over reruns)
     poll_s: float = 2.0  # seconds between polls of job states (bounded waits)
     max_wait_h: float = 168.0  # the driver gives up waiting after this long (jobs keep running)
+    # Sequential seeds (grid sweeps over `variant`): seeds are added in batches, only to comparisons still open.
+    sequential: bool = False  # true: run seeds batch by batch along seed_schedule (instead of sweep.seeds)
+    seed_schedule: list[int] = field(default_factory=lambda: [3, 5, 8, 12])  # paired seeds after each batch
+    max_seeds: int | None = None  # the budget of seeds per comparison; null = seed_schedule's last entry
+    margin: float = 0.5  # equivalence margin, top1 points: `equivalent` = the whole interval inside +-margin
+    futility: float = 0.1  # stop a comparison undecided when a verdict by max_seeds is this unlikely; 0 = never
+    pursue_equivalence: float = 0.9  # but keep it open while `equivalent` is at least this likely
 
 
 def available_sweeps() -> list[str]:
@@ -101,8 +109,38 @@ def validate_spec(cfg: DictConfig) -> None:
             f"sweep.seeds={spec.seeds} and sweep.axes.seed={list(axes['seed'])} both give the seeds: keep one "
             f"(sweep.seeds=N means seeds 0..N-1; axes.seed lists them)"
         )
+    if spec.sequential:
+        _check_sequential(spec, axes)
     if spec.retries < 0 or spec.poll_s <= 0 or spec.max_wait_h <= 0:
         raise SweepError("sweep.retries must be >= 0, sweep.poll_s and sweep.max_wait_h > 0")
+
+
+def _check_sequential(spec: Any, axes: dict[str, list[Any]]) -> None:
+    """A sequential sweep adds seeds itself: no fixed seeds, a variant axis holding the baseline, a valid design."""
+    if spec.kind != "grid":
+        raise SweepError("sweep.sequential=true applies to grid sweeps over variants; a width search has no seeds")
+    if spec.seeds is not None or "seed" in axes:
+        raise SweepError(
+            "sweep.sequential=true adds seeds batch by batch (sweep.seed_schedule, sweep.max_seeds): drop "
+            "sweep.seeds and any sweep.axes.seed"
+        )
+    variants = axes.get("variant") or axes.get("variant.name")
+    if not variants or spec.baseline not in variants:
+        raise SweepError(
+            f"sweep.sequential=true compares variants with sweep.baseline={spec.baseline!r}: sweep.axes.variant must "
+            f"list it (got {variants})"
+        )
+    design_of(spec)  # SequentialDesign checks the schedule, budget, margin and thresholds (BadInputError)
+
+
+def design_of(spec: Any) -> SequentialDesign | None:
+    """The sequential design a `sweep:` node asks for, or None for a fixed-seed sweep."""
+    if not spec.sequential:
+        return None
+    return SequentialDesign(
+        schedule=tuple(spec.seed_schedule), max_seeds=spec.max_seeds, margin=float(spec.margin),
+        futility=float(spec.futility), pursue_equivalence=float(spec.pursue_equivalence),
+    )  # fmt: skip
 
 
 def base_trial_config(cfg: DictConfig) -> dict[str, Any]:

@@ -24,9 +24,10 @@ import submitit
 import torch
 
 from .. import checkpoints, devices, files
+from ..analysis.per_image import order_digest, write_correct
 from ..data import build_loaders
 from ..devices import DeviceLock, resolve_device, training_environment
-from ..distributed import DistInfo, cleanup, init_distributed, unwrap, wrap_ddp
+from ..distributed import DistInfo, cleanup, gather_shards, init_distributed, unwrap, wrap_ddp
 from ..models import build_model
 from ..profile import arch_sizes, resolve_protocol
 from ..profile.figures import speed_figure
@@ -37,6 +38,7 @@ from ..schema import (
     Complexity,
     Environment,
     Metrics,
+    PerImage,
     Quant,
     Sizes,
     Status,
@@ -65,6 +67,7 @@ _log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 3  # exit status of an interrupted trial (rerun the same command to resume)
 EXIT_DIVERGED = 4  # the training diverged: a result (status diverged), not a crash
 EXIT_BUSY = 5  # another process trains this trial in this folder now
+PER_IMAGE_FILE = "val_correct.bits"  # the train form's per-image correctness on the validation set
 EXIT_CODES = {Status.COMPLETED: 0, Status.INTERRUPTED: EXIT_INTERRUPTED, Status.DIVERGED: EXIT_DIVERGED}
 
 
@@ -295,9 +298,11 @@ class _Trial:
                 model, self.val_loader, self.device, self.s.arch, self.cfg.train.amp, self.cfg.gate, self.final_eval
             )
         self.timings.eval_s = time.perf_counter() - t
+        per_image = self._per_image(forms.train_eval)  # every rank: the ranks' shards are gathered
         if not self.main:
             return TrialRecord(trial_id=self.s.trial_id, status=Status.COMPLETED)
-        done = {"metrics": self._metrics(forms), "resumes": self.resumes, "conversion": forms.conversion}
+        done = {"metrics": self._metrics(forms), "resumes": self.resumes, "conversion": forms.conversion,
+                "per_image": per_image}  # fmt: skip
         if not forms.passed:  # the training is kept (checkpoint, metrics): a rerun gates again without training
             gate = forms.conversion.gate
             error = (
@@ -316,6 +321,17 @@ class _Trial:
         self.tracker.summarize(result)
         keep_only(self.dir, self.cfg.keep_checkpoint)
         return result
+
+    def _per_image(self, train_eval: dict) -> PerImage | None:
+        """Which validation images the train form classifies right (the top1 the sweeps compare), as a bit file;
+        the image order's fingerprint names the data set, its split and the images, so only like pairs with like."""
+        correct = gather_shards(train_eval["correct"], train_eval["total"])
+        if not self.main:
+            return None
+        d = self.cfg.data
+        order = order_digest([d.name, d.split_seed, d.val_fraction, d.synthetic_val_size, *range(len(correct))])
+        write_correct(self.dir / PER_IMAGE_FILE, correct.numpy(), order)
+        return PerImage(file=PER_IMAGE_FILE, images=len(correct), order=order, split="val")
 
     def _metrics(self, forms: Forms) -> Metrics:
         val, last = forms.train_eval, self._last_row()
