@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from support import require_gpu
 
 from repvgg_search.data.loaders import load_digits_split
-from repvgg_search.deploy.layer_plot import plot_designs, shared_limits, short_name
+from repvgg_search.deploy.layer_plot import mean_layers, plot_designs, shared_limits, short_name
 from repvgg_search.deploy.onnx_io import export_onnx, onnx_session, run_onnx
 from repvgg_search.deploy.quant import deploy_layers, evaluate_int8, ptq, quantize_int8
 from repvgg_search.deploy.quant_protocols import (
@@ -295,6 +295,13 @@ def test_a_figure_per_design_on_shared_axes(tmp_path):
     limits = shared_limits(designs)
     assert limits["sqnr"][0] < 20.0 and limits["sqnr"][1] > 40.0  # both designs' SQNRs fit on one axis
     assert short_name("stage3.12.rbr_reparam") == "s3.12" and short_name("stage0.rbr_reparam") == "s0"
+
+
+def test_seeds_average_per_layer_and_other_architectures_are_refused():
+    mean = mean_layers([_layers(20.0), _layers(30.0)])
+    assert [r["sqnr_db"] for r in mean] == [25.0, 26.0, 27.0, None] and mean[0]["name"] == "stage0.rbr_reparam"
+    with pytest.raises(ValueError, match="not one architecture"):
+        mean_layers([_layers(20.0), _layers(20.0)[:2]])
 
 
 def test_the_figure_module_imports_without_torch():

@@ -124,6 +124,26 @@ def _activation_panel(ax: Any, layers: Sequence[Mapping[str, Any]], x: list[int]
     outside_legend(ax)
 
 
+def mean_layers(trials: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The per-layer records of several trials of one architecture (e.g. a design's seeds) as one: numeric fields
+    averaged over the trials that have them (SQNRs in dB averaged as dB), the rest taken from the first trial."""
+    if not trials:
+        return []
+    names = [r["name"] for r in trials[0]]
+    for rows in trials[1:]:
+        if [r["name"] for r in rows] != names:
+            raise ValueError("mean_layers: the trials' layers differ (not one architecture)")
+    out = []
+    for i, first in enumerate(trials[0]):
+        row = dict(first)
+        for key, value in first.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and key != "index":
+                vals = _finite([rows[i].get(key) for rows in trials])
+                row[key] = sum(vals) / len(vals) if vals else None
+        out.append(row)
+    return out
+
+
 def plot_designs(
     designs: Mapping[str, Sequence[Mapping[str, Any]]], folder: str | Path, *, caption: str = ""
 ) -> dict[str, Path]:

@@ -92,7 +92,7 @@ def validate_protocol(p: QuantProtocol) -> None:
     for key, allowed in (("activation_type", INT_TYPES), ("weight_type", INT_TYPES), ("calibrate", CALIBRATIONS),
                          ("reduce_range", REDUCE_RANGE)):  # fmt: skip
         if getattr(p, key) not in allowed:
-            raise QuantError(f"quant.{key}={getattr(p, key)!r} is not allowed; allowed: {', '.join(allowed)}")
+            raise QuantError(f"quant.{key}={getattr(p, key)!r} is unknown; allowed: {', '.join(allowed)}")
     for key in ("activation_symmetric", "weight_symmetric", "per_channel"):
         if not isinstance(getattr(p, key), bool):
             raise QuantError(f"quant.{key}={getattr(p, key)!r} must be true or false")
