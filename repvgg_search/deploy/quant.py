@@ -111,7 +111,7 @@ def quantize_int8(
     """Static INT8 quantization of an ONNX model under `protocol` (QDQ format), its activation ranges calibrated on
     `images` (the first `protocol.calib_images` of them). `cpu` (see `cpu_int8`; default this machine) decides
     `reduce_range: auto`. The pre-processed float graph is kept beside the INT8 file with `keep_prepared`."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     p = protocol.as_protocol() if isinstance(protocol, PtqSettings) else protocol
@@ -120,8 +120,7 @@ def quantize_int8(
     int8_path = Path(int8_path)
     prepared = int8_path.with_name(int8_path.stem + ".pre.onnx")
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[p.calibrate]  # fmt: skip
+    method = calibration_method(p.calibrate)
     with _quiet(), tempfile.TemporaryDirectory(prefix="repvgg-quant.") as tmp:
         quant_pre_process(str(float_path), str(prepared))
         import onnx
@@ -142,6 +141,14 @@ def quantize_int8(
     return Quantized(int8_path, prepared if keep_prepared else None, record)
 
 
+def calibration_method(name: str) -> Any:
+    """onnxruntime's CalibrationMethod for a protocol's `calibrate`."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]  # fmt: skip
+
+
 def calibrate(prepared: Path, images: torch.Tensor, p: QuantProtocol, cache: Path, workdir: Path) -> None:
     """Activation ranges of `prepared` on `images`, by onnxruntime's own calibrators, written to `cache` (the
     calibration cache `quantize_static` reads). Histogram methods get `histogram_bins` bins (quantize_static
@@ -149,11 +156,9 @@ def calibrate(prepared: Path, images: torch.Tensor, p: QuantProtocol, cache: Pat
     symmetric about 0 even for a ReLU's output, whose negative half would then waste half the integer range and,
     for asymmetric activations where the ReLU is folded into its quantizer, let negative values through."""
     from onnxruntime.quantization import TensorData, TensorsData, create_calibrator, save_tensors_data
-    from onnxruntime.quantization.calibrate import CalibrationMethod
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[p.calibrate]  # fmt: skip
+    method = calibration_method(p.calibrate)
     options: dict[str, Any] = {"symmetric": p.activation_symmetric}
     if p.calibrate != "minmax":  # entropy keeps onnxruntime's 128 quantized bins: 255 (one per int8 level) made
         # its KL search pick the smallest threshold (A0 on digits: INT8 top1 12.5% against 95.8% with 128)

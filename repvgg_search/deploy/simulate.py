@@ -128,10 +128,12 @@ class Graph:
         return {name: env[name] for name in wanted | {self.output}}
 
     def logits(self, x: torch.Tensor, hook: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The graph's output on `x`."""
         return self.run(x, hook)[self.output]
 
 
 def attrs(node: Any) -> dict[str, Any]:
+    """A node's attributes as Python values."""
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -267,6 +269,7 @@ class FakeQuant:
 
 
 def batches(images: torch.Tensor | np.ndarray, batch: int) -> Iterable[torch.Tensor]:
+    """`images` in consecutive batches of `batch`."""
     t = torch.as_tensor(images)
     return (t[i : i + batch] for i in range(0, len(t), batch))
 
