@@ -151,31 +151,20 @@ def calibration_method(name: str) -> Any:
 
 def calibrate(prepared: Path, images: torch.Tensor, p: QuantProtocol, cache: Path, workdir: Path) -> None:
     """Activation ranges of `prepared` on `images`, by onnxruntime's own calibrators, written to `cache` (the
-    calibration cache `quantize_static` reads). Histogram methods get `histogram_bins` bins (quantize_static
-    cannot pass them), and every range is cut to the values actually seen: onnxruntime's entropy threshold is
-    symmetric about 0 even for a ReLU's output, whose negative half would then waste half the integer range and,
-    for asymmetric activations where the ReLU is folded into its quantizer, let negative values through."""
-    from onnxruntime.quantization import TensorData, TensorsData, create_calibrator, save_tensors_data
+    calibration cache `quantize_static` reads): called here because quantize_static cannot pass a histogram's bin
+    count, and its entropy default (128 bins) leaves its KL search a single candidate, the full range."""
+    from onnxruntime.quantization import create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    method = calibration_method(p.calibrate)
     options: dict[str, Any] = {"symmetric": p.activation_symmetric}
     if p.calibrate != "minmax":  # entropy keeps onnxruntime's 128 quantized bins: 255 (one per int8 level) made
         # its KL search pick the smallest threshold (A0 on digits: INT8 top1 12.5% against 95.8% with 128)
         options |= {"num_bins": p.histogram_bins, "percentile": p.percentile}
     ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates by default
     calibrator = create_calibrator(prepared, ops, augmented_model_path=str(workdir / "augmented.onnx"),
-                                   calibrate_method=method, extra_options=options)  # fmt: skip
+                                   calibrate_method=calibration_method(p.calibrate), extra_options=options)  # fmt: skip
     calibrator.collect_data(_Reader(images, p.calib_batch_size))
-    found = calibrator.compute_data()
-    seen = getattr(getattr(calibrator, "collector", None), "histogram_dict", None)
-    ranges = {}
-    for name, data in found.data.items():
-        lo, hi = (np.asarray(v, dtype=np.float32) for v in data.range_value)
-        if seen is not None and name in seen:  # histogram methods: (hist, edges, min, max, ...)
-            lo, hi = np.maximum(lo, np.float32(seen[name][2])), np.minimum(hi, np.float32(seen[name][3]))
-        ranges[name] = TensorData(lowest=lo, highest=hi)
-    save_tensors_data(TensorsData(method, ranges), cache)
+    save_tensors_data(calibrator.compute_data(), cache)
 
 
 class _Reader:
