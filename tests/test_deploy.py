@@ -47,7 +47,7 @@ def test_int8_quantization_keeps_a_calibrated_model_close(tmp_path):
     net = reparameterize_model(build_model(arch_config("a0", a=0.25, b=0.25, num_classes=10), seed=0).eval())
     images = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     float_path = export_model(net, (3, 32, 32), tmp_path, formats=("onnx",))["onnx"]["file"]
-    int8 = quantize_int8(tmp_path / float_path, tmp_path / "int8.onnx", images, PtqSettings(batch_size=8))
+    int8 = quantize_int8(tmp_path / float_path, tmp_path / "int8.onnx", images, PtqSettings(batch_size=8)).path
     import onnx
 
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
@@ -70,9 +70,14 @@ def quantized(tmp_path_factory) -> Path:
 def test_a_trial_with_ptq_records_int8_top1_drop_and_speed(quantized: Path):
     result = json.loads((quantized / "result.json").read_text())
     q = result["quant"]
-    assert q["calib_images"] == 64 and q["per_channel"] and q["calibrate"] == "minmax"
+    assert q["calib_images"] == 64 and q["protocol"]["per_channel"] and q["protocol"]["calibrate"] == "minmax"
+    assert q["protocol"]["name"] == "ort_qdq+calib_images=64" and q["kept_float"] == ["linear"]
+    assert q["reduce_range_used"] is (not q["cpu"]["vnni"])  # reduce_range: auto on this machine
     assert q["float_top1"] == result["metrics"]["deploy_top1"]
-    assert q["drop"] == pytest.approx(q["float_top1"] - q["int8_top1"])
+    assert q["drop"] == pytest.approx(q["float_top1"] - q["int8_top1"])  # the stage's drop until it is rewired
+    assert q["reference_drop"] == pytest.approx(q["float_onnx_top1"] - q["reference_top1"])
+    assert abs(q["runtime_gap"]) <= 0.5 and q["agreement"]["int8_ties"] == 0  # issue 19's targets
+    assert len(q["layers"]) == 23 and q["layer_images"] == 64
     assert abs(q["float_onnx_top1"] - q["float_top1"]) <= 100 / q["val_images"]  # the same network, exported
     assert q["int8_speed"]["runtime"] == q["float_speed"]["runtime"] == "onnxruntime"
     assert q["int8_speed"]["precision"] == "int8" and q["float_speed"]["precision"] == "float"
