@@ -16,8 +16,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from support import require_gpu
 
+from repvgg_search.analysis.layer_plot import mean_layers, plot_designs, shared_limits, short_name
 from repvgg_search.data.loaders import load_digits_split
-from repvgg_search.deploy.layer_plot import mean_layers, plot_designs, shared_limits, short_name
 from repvgg_search.deploy.onnx_io import export_onnx, onnx_session, run_onnx
 from repvgg_search.deploy.quant import deploy_layers, evaluate_int8, ptq, quantize_int8
 from repvgg_search.deploy.quant_protocols import (
@@ -304,7 +304,7 @@ def test_seeds_average_per_layer_and_other_architectures_are_refused():
 
 
 def test_the_figure_module_imports_without_torch():
-    code = "import sys, repvgg_search.deploy.layer_plot; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, repvgg_search.analysis.layer_plot; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

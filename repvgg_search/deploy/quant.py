@@ -39,7 +39,7 @@ from .quant_protocols import (
 )
 from .simulate import Graph
 
-__all__ = ["CALIBRATIONS", "PtqSettings", "QuantError", "Quantized", "ptq", "quantize_int8", "validate_quant"]
+__all__ = ["CALIBRATIONS", "PtqSettings", "QuantError", "Quantized", "ptq", "quantize_int8"]
 _log = logging.getLogger(__name__)
 FLOAT_ONNX, INT8_ONNX = "deploy.onnx", "deploy.int8.onnx"
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")  # the deploy layers: ops with a weight initializer
@@ -47,8 +47,8 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")  # the deploy layers: ops with a weigh
 
 @dataclass(frozen=True)
 class PtqSettings:
-    """`quant.*` of a trial as the quantization stage passes it today (see config.QuantConfig): the `ort_qdq`
-    protocol with these fields changed (`as_protocol`)."""
+    """A shorthand for the `ort_qdq` protocol with these fields changed (`as_protocol`); a trial resolves its
+    protocol from `quant.*` (`quant_protocols.protocol_of_config`)."""
 
     calib_images: int = 256
     per_channel: bool = True
@@ -58,11 +58,6 @@ class PtqSettings:
     def as_protocol(self) -> QuantProtocol:
         return resolve_quant_protocol({"name": "ort_qdq", "calib_images": self.calib_images, "calibrate": self.calibrate,
                                        "per_channel": self.per_channel, "calib_batch_size": self.batch_size})  # fmt: skip
-
-
-def validate_quant(calib_images: int, calibrate: str) -> None:
-    """The checks of today's `quant.calib_images` and `quant.calibrate` (the trial's settings call it)."""
-    resolve_quant_protocol({"name": "ort_qdq", "calib_images": calib_images, "calibrate": calibrate})
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,12 @@ def _load() -> dict[str, QuantProtocol]:
     out = {}
     for path in sorted(PROTOCOL_DIR.glob("*.yaml")):
         data = yaml.safe_load(path.read_text()) or {}
-        out[path.stem] = QuantProtocol(**data)
+        # `protocol:` is the file's key in the trial config (`quant.protocol`, the Hydra group merges the file into
+        # `quant`); it is the protocol's name, which is the file's name
+        name = data.pop("protocol", path.stem)
+        if name != path.stem:
+            raise QuantError(f"{path}: protocol: {name!r} must be the file's name, {path.stem!r}")
+        out[path.stem] = QuantProtocol(name=name, **data)
     return out
 
 
@@ -167,7 +172,19 @@ def _show(value: Any) -> str:
 
 
 def list_quant_protocols() -> list[str]:
+    """The named protocols (conf/quant/*.yaml)."""
     return list(PROTOCOLS)
+
+
+def protocol_of_config(quant: Any) -> QuantProtocol:
+    """The protocol a trial's `quant` config gives (typed QuantConfig or a mapping): the protocol `quant.protocol`
+    names with the fields set there (null = the named protocol's value), refused by key before any work."""
+    get = quant.get if isinstance(quant, Mapping) else lambda k, d=None: getattr(quant, k, d)
+    name = get("protocol", DEFAULT)
+    if name not in PROTOCOLS:
+        raise QuantError(f"quant.protocol={name!r} is unknown; allowed: {', '.join(PROTOCOLS)}")
+    fields = {f.name: get(f.name) for f in dataclasses.fields(QuantProtocol) if f.name != "name"}
+    return resolve_quant_protocol({"name": name, **{k: v for k, v in fields.items() if v is not None}})
 
 
 def cpu_int8(cpuinfo: str | None = None, machine: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Figures of per-layer quantization sensitivity (`quant.layers`), one PNG per block design on shared axes, so that
-designs compare at a glance (`full` vs `qarepvgg`: where the INT8 error comes from). Torch-free: matplotlib only,
-through its object API (no pyplot state, no display), laid out as the report's other PNGs (analysis/plots.py; not
-imported: its fronts module imports torch today)."""
+designs compare at a glance (`full` vs `qarepvgg`: where the INT8 error comes from). Part of the torch-free analysis
+library (the report draws them): matplotlib only, through its object API (no pyplot state, no display), laid out as
+the report's other PNGs (plots.py)."""
 
 from __future__ import annotations
 
@@ -145,13 +145,14 @@ def mean_layers(trials: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str,
 
 
 def plot_designs(
-    designs: Mapping[str, Sequence[Mapping[str, Any]]], folder: str | Path, *, caption: str = ""
-) -> dict[str, Path]:
-    """A figure per design (`folder/quant_layers_<design>.png`), all on the same y limits; `caption` (e.g. the
+    designs: Mapping[str, Sequence[Mapping[str, Any]]], folder: str | Path, *, caption: str = "",
+    stem: str = "quant_layers",
+) -> dict[str, Path]:  # fmt: skip
+    """A figure per design (`folder/<stem>_<design>.png`), all on the same y limits; `caption` (e.g. the
     protocol, data and image count) goes in each title."""
     limits = shared_limits(designs)
     return {
-        design: plot_layers(rows, Path(folder) / f"quant_layers_{design}.png", limits=limits,
+        design: plot_layers(rows, Path(folder) / f"{stem}_{design}.png", limits=limits,
                             title=f"INT8 sensitivity per layer: {design}" + (f" ({caption})" if caption else ""))
         for design, rows in designs.items()
     }  # fmt: skip
