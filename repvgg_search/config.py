@@ -107,12 +107,27 @@ class GateConfig:
 @dataclass
 class QuantConfig:
     """INT8 post-training quantization of the measured form (onnxruntime, static, on the CPU): a measurement of the
-    trial, not part of what it is (not in its id)."""
+    trial, not part of what it is (not in its id). `quant=<name>` picks a protocol file of conf/quant/; the protocol's
+    fields (meaning, allowed values: deploy.quant_protocols.QuantProtocol) are null here = the named protocol's
+    value; one set on the command line changes the protocol and renames it (`ort_qdq+calibrate=entropy`)."""
 
     ptq: bool = False  # quantize after training; records quant.int8_top1, quant.drop and the INT8 speed
-    calib_images: int = 256  # training images (evaluation transform, a fixed seeded choice) that set the ranges
-    per_channel: bool = True  # a weight scale per output channel (else one per tensor)
-    calibrate: str = "minmax"  # activation range calibration: minmax | entropy | percentile
+    protocol: str = "ort_qdq"  # the named protocol: ort_qdq | symmetric | ort_legacy (conf/quant/<name>.yaml)
+    activation_type: str | None = None  # uint8 | int8
+    activation_symmetric: bool | None = None  # zero point 0 (int8 activations only)
+    weight_type: str | None = None  # int8 | uint8
+    weight_symmetric: bool | None = None
+    per_channel: bool | None = None  # a weight scale per output channel (else one per tensor)
+    reduce_range: str | None = None  # auto (on where the CPU lacks VNNI/AMX) | true | false
+    calibrate: str | None = None  # activation range calibration: minmax | entropy | percentile
+    percentile: float | None = None  # kept by percentile calibration, in (50, 100]
+    histogram_bins: int | None = None  # bins of the entropy/percentile histogram, >= 256
+    calib_images: int | None = None  # training images (evaluation transform, a fixed seeded choice) that set ranges
+    calib_batch_size: int | None = None
+    keep_float: list[str] | None = None  # layers kept float32: classifier | stem | a deploy layer's module name
+    layer_images: int = 64  # validation images of the per-layer sensitivity (quant.layers); 0 = none
+    reference: bool = True  # the exact float64 simulation of the INT8 graph (quant.reference_top1, runtime_gap)
+    reference_device: str = "cpu"  # where the simulation runs: cpu | cuda | cuda:N | auto
     speed: str = "cpu"  # speed protocol of the INT8 and float figures (runtime onnxruntime); none = no figures
 
 

@@ -94,6 +94,29 @@ def test_bad_values_in_configs_are_refused(overrides, match):
         validate(_compose("profile", overrides))
 
 
+def test_the_quant_group_picks_a_protocol_and_a_changed_field_renames_it():
+    """`quant=<name>` (a conf/quant file), `quant.protocol=<name>` alone, a field changed on top, a bad value."""
+    from repvgg_search.deploy.quant_protocols import PROTOCOLS, QuantError, protocol_of_config
+    from repvgg_search.trial import validate
+
+    def protocol(*overrides: str):
+        return protocol_of_config(validate(_compose("train", list(overrides))).cfg.quant)
+
+    assert protocol() == PROTOCOLS["ort_qdq"] and protocol("quant=symmetric") == PROTOCOLS["symmetric"]
+    assert protocol("quant.protocol=symmetric") == PROTOCOLS["symmetric"]  # the named protocol's fields, not ort_qdq's
+    assert protocol("quant=ort_legacy") == PROTOCOLS["ort_legacy"] and PROTOCOLS["ort_legacy"].keep_float == ()
+    changed = protocol("quant=symmetric", "quant.calibrate=percentile", "quant.percentile=99.99")
+    assert changed.name == "symmetric+calibrate=percentile,percentile=99.99" and changed.activation_type == "int8"
+    with pytest.raises(
+        QuantError, match="quant.protocol='tensorrt' is unknown; allowed: ort_legacy, ort_qdq, symmetric"
+    ):
+        protocol("quant.protocol=tensorrt")
+    with pytest.raises(QuantError, match="quant.reduce_range='sometimes' is unknown; allowed: auto, true, false"):
+        protocol("quant.reduce_range=sometimes")
+    with pytest.raises(QuantError, match="quant.layer_images=-1 must be an integer >= 0"):
+        protocol("quant.layer_images=-1")
+
+
 def test_unknown_group_option_is_a_hydra_error():
     from hydra.errors import MissingConfigException
 
@@ -111,9 +134,9 @@ def test_type_errors_name_the_key():
 @pytest.mark.parametrize(
     ("module", "accepted", "refused"),
     [
-        ("repvgg_search.train", ["model", "variant", "data", "train", "speed"], ["launcher", "sweep"]),
-        ("repvgg_search.sweep", ["model", "variant", "data", "train", "speed", "launcher", "+sweep"], []),
-        ("repvgg_search.profile", ["model", "variant", "speed"], ["data", "train", "launcher", "sweep"]),
+        ("repvgg_search.train", ["model", "variant", "data", "train", "speed", "quant"], ["launcher", "sweep"]),
+        ("repvgg_search.sweep", ["model", "variant", "data", "train", "speed", "quant", "launcher", "+sweep"], []),
+        ("repvgg_search.profile", ["model", "variant", "speed"], ["data", "train", "launcher", "sweep", "quant"]),
     ],
 )
 def test_help_lists_only_the_groups_the_entry_point_accepts(module, accepted, refused):

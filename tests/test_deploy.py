@@ -47,7 +47,7 @@ def test_int8_quantization_keeps_a_calibrated_model_close(tmp_path):
     net = reparameterize_model(build_model(arch_config("a0", a=0.25, b=0.25, num_classes=10), seed=0).eval())
     images = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     float_path = export_model(net, (3, 32, 32), tmp_path, formats=("onnx",))["onnx"]["file"]
-    int8 = quantize_int8(tmp_path / float_path, tmp_path / "int8.onnx", images, PtqSettings(batch_size=8))
+    int8 = quantize_int8(tmp_path / float_path, tmp_path / "int8.onnx", images, PtqSettings(batch_size=8)).path
     import onnx
 
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
@@ -70,16 +70,29 @@ def quantized(tmp_path_factory) -> Path:
 def test_a_trial_with_ptq_records_int8_top1_drop_and_speed(quantized: Path):
     result = json.loads((quantized / "result.json").read_text())
     q = result["quant"]
-    assert q["calib_images"] == 64 and q["per_channel"] and q["calibrate"] == "minmax"
+    assert q["calib_images"] == 64 and q["protocol"]["per_channel"] and q["protocol"]["calibrate"] == "minmax"
+    assert q["protocol"]["name"] == "ort_qdq+calib_images=64" and q["kept_float"] == ["linear"]
+    assert q["reduce_range_used"] is (not q["cpu"]["vnni"])  # reduce_range: auto on this machine
     assert q["float_top1"] == result["metrics"]["deploy_top1"]
-    assert q["drop"] == pytest.approx(q["float_top1"] - q["int8_top1"])
+    assert q["drop"] == pytest.approx(q["float_onnx_top1"] - q["int8_top1"])  # same images, the same float32 graph
+    assert q["val_images"] == result["metrics"]["val_images"] and q["per_channel"] and q["calibrate"] == "minmax"
+    assert q["reference_drop"] == pytest.approx(q["float_onnx_top1"] - q["reference_top1"])
+    assert abs(q["runtime_gap"]) <= 0.5 and q["agreement"]["int8_ties"] == 0  # issue 19's targets
+    assert len(q["layers"]) == 23 and q["layer_images"] == 64
     assert abs(q["float_onnx_top1"] - q["float_top1"]) <= 100 / q["val_images"]  # the same network, exported
     assert q["int8_speed"]["runtime"] == q["float_speed"]["runtime"] == "onnxruntime"
     assert q["int8_speed"]["precision"] == "int8" and q["float_speed"]["precision"] == "float"
     assert q["int8_speedup"] == pytest.approx(q["int8_speed"]["images_per_s"] / q["float_speed"]["images_per_s"])
     assert (quantized / q["files"]["int8"]).exists()
     row = metric_table([result]).iloc[0]
-    assert row["int8_top1"] == q["int8_top1"] and row["quant_drop"] == q["drop"]
+    assert (
+        row["int8_top1"] == q["int8_top1"] and row["quant_drop"] == q["drop"] and row["runtime_gap"] == q["runtime_gap"]
+    )
+    assert (row["quant_protocol"], row["drop_from"], row["int8_used"]) == (
+        q["protocol"]["name"],
+        "runtime",
+        q["int8_top1"],
+    )
 
 
 @pytest.mark.slow
@@ -131,3 +144,45 @@ def test_quant_table_pairs_designs_with_full_and_shows_the_published_numbers():
     assert (full["reference float"], full["reference INT8"], full["reference source"]) == (72.4, 52.2, "qarepvgg")
     assert full["reference drop"] == pytest.approx(20.2) and q["reference INT8"] == 70.4
     assert pd.isna(q["reference drop"])  # the paper gives QARepVGG-A0's INT8 top1 only
+
+
+def test_the_tables_take_the_simulation_where_the_runtime_is_off_it_by_more_than_half_a_point():
+    """quant.drop from the float ONNX top1; a trial whose |runtime_gap| > 0.5 enters with the exact simulation's INT8
+    top1 and drop, and the table says how many did; protocols are never pooled."""
+    recs = []
+    for seed in range(3):
+        for variant, int8, reference in (("full", 80.0 + seed, 85.0 + seed), ("qarepvgg", 89.0, 89.2)):
+            rec = _quant_record(f"{variant}{seed}", variant, seed, 91.0, int8)
+            rec["quant"] |= {"float_onnx_top1": 90.0, "reference_top1": reference, "runtime_gap": int8 - reference,
+                             "reference_drop": 90.0 - reference, "protocol": {"name": "ort_qdq"}}  # fmt: skip
+            recs.append(rec)
+    df = metric_table(recs)
+    full0 = df.set_index("trial_id").loc["full0"]
+    assert full0["quant_drop"] == 10.0 and full0["drop_from"] == "simulation" and full0["quant_drop_used"] == 5.0
+    table = quant_table(df).set_index("variant")
+    assert table.loc["full", "from"] == "simulation (3 of 3)" and table.loc["qarepvgg", "from"] == "runtime"
+    assert table.loc["full", "drop"] == pytest.approx(4.0) and table.loc["qarepvgg", "drop"] == pytest.approx(1.0)
+    assert table.loc["full", "float top1"] == 90.0 and table.loc["full", "max |gap|"] == 5.0
+    assert (table["protocol"] == "ort_qdq").all()
+    other = _quant_record("s0", "full", 0, 91.0, 70.0) | {}
+    other["quant"] |= {"float_onnx_top1": 90.0, "protocol": {"name": "symmetric"}}
+    split = quant_table(metric_table([*recs, other]))
+    assert sorted(split["protocol"].unique()) == ["ort_qdq", "symmetric"] and len(split) == 3
+
+
+@pytest.mark.slow
+def test_the_report_draws_the_sensitivity_figure_of_each_design(quantized: Path, tmp_path):
+    """The report of a quantized trial: the quantization table, then the per-layer figure of its block design (a
+    PNG, shown in report.md and report.html), named by preset, data and protocol."""
+    from repvgg_search.analysis.quant import layers_stem
+    from repvgg_search.analysis.report import build_report
+
+    q = json.loads((quantized / "result.json").read_text())["quant"]
+    md = build_report(quantized, tmp_path / "report").read_text()
+    png = f"{layers_stem('a0', 'digits', q['protocol']['name'])}_full.png"
+    assert (
+        png == "quant_layers_a0_digits_ort_qdq-calib_images-64_full.png" and (tmp_path / "report" / png).stat().st_size
+    )
+    assert f"INT8 sensitivity per layer: a0, digits, protocol {q['protocol']['name']}" in md and png in md
+    assert "where a trial's |gap| > 0.5 points, its INT8 top1 and drop are the simulation's" in md  # the rule
+    assert f'<img src="{png}"' in (tmp_path / "report" / "report.html").read_text()

@@ -228,16 +228,21 @@ def test_trial_id_depends_on_results_not_on_paths():
 
 @pytest.mark.slow
 def test_two_process_trial_on_cpu_gloo(tmp_path: Path):
-    """torchrun with two CPU processes: DDP over gloo, rank 0 records, evaluation covers the whole split."""
+    """torchrun with two CPU processes: DDP over gloo, rank 0 records, evaluation covers the whole split, and so
+    does INT8 quantization (rank 0 alone, over every validation image, not its shard)."""
     out = tmp_path / "ddp"
+    quant = ["quant.ptq=true", "quant.calib_images=32", "quant.layer_images=0", "quant.speed=none"]
     proc = run_cli("torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "repvgg_search.train",
-                   *train_args(out, "train.epochs=1", "tracking.mode=offline"),
+                   *train_args(out, "train.epochs=1", "tracking.mode=offline", *quant),
                    env=environ(WANDB_MODE="offline", OMP_NUM_THREADS="1"), timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     val_images = len(digits_split(0.2, 0)[1])
     assert result["status"] == "completed" and result["metrics"]["val_images"] == val_images  # both shards
     assert result["conversion"]["gate"]["passed"] and result["conversion"]["agreement"]["images"] == val_images
+    q = result["quant"]
+    assert q["val_images"] == val_images and q["drop"] == q["float_onnx_top1"] - q["int8_top1"]
+    assert abs(q["float_onnx_top1"] - result["metrics"]["deploy_top1"]) <= 100 / val_images  # the same images
     assert len(files.read_jsonl(out / "metrics.jsonl")) == 1 and len(list((out / "wandb").glob("offline-run-*"))) == 1
 
 

@@ -76,7 +76,7 @@ def _seed_cells(trials: pd.DataFrame) -> dict[str, Any]:
         "left out": len(trials) - len(done),
         "deploy GMACs": done["deploy_macs"].mean() / 1e9 if len(done) else None,
         "form": "/".join(forms) or None,
-        **({"INT8 drop": done["quant_drop"].mean()} if done["quant_drop"].notna().any() else {}),  # quant.ptq
+        **({"INT8 drop": done["quant_drop_used"].mean()} if done["quant_drop_used"].notna().any() else {}),  # quant.ptq
     }
 
 

@@ -44,7 +44,7 @@ class Table:
 
 @dataclass
 class Figure:
-    """A figure: the PNG file name (markdown) and the plotly figure (HTML), with a caption."""
+    """A figure: the PNG file name (markdown) and the plotly figure (HTML; None: the PNG there too), with a caption."""
 
     png: str
     plotly: Any
@@ -111,9 +111,12 @@ def _html_block(b: Any, index: int) -> str:
     if isinstance(b, Table):
         return _html_table(b) if not b.df.empty else "<p><em>(no rows)</em></p>"
     if isinstance(b, Figure):
-        div = b.plotly.to_html(
-            full_html=False, include_plotlyjs=False, div_id=f"plot-{index}", config={"displaylogo": False}
-        )
+        if b.plotly is None:  # a PNG-only figure (the PNG sits beside report.html)
+            div = f'<img src="{html.escape(b.png)}" alt="{html.escape(b.png)}" style="max-width:100%">'
+        else:
+            div = b.plotly.to_html(
+                full_html=False, include_plotlyjs=False, div_id=f"plot-{index}", config={"displaylogo": False}
+            )
         caption = f'<p class="caption">{html.escape(b.caption)}</p>' if b.caption else ""
         return f'<div class="figure">{div}{caption}</div>'
     raise TypeError(f"unknown block {type(b).__name__}")

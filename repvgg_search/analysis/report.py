@@ -27,9 +27,10 @@ from .fronts import (
     search_front,
     setup_warnings,
 )
+from .layer_plot import plot_designs
 from .load import LoadResult, load_records, load_sources
 from .pareto import hypervolume_progress
-from .quant import QUANT_DIGITS, quant_caption, quant_table
+from .quant import QUANT_DIGITS, layer_groups, layers_caption, layers_stem, quant_caption, quant_table
 from .reference import figure1_points
 from .tables import metric_table, trial_hover
 
@@ -86,7 +87,7 @@ def build(sources: list[str | Path], outdir: Path, **filters) -> Outputs:
     _summary(doc, source, loaded, df, left)
     _fronts_section(doc, fronts, outdir)
     _ablation_section(doc, df)
-    _quant_section(doc, df)
+    _quant_section(doc, df, loaded.records, outdir)
     _edf_section(doc, df, outdir)
     _width_search_section(doc, df, loaded.records, outdir)
     _paper_section(doc, fronts, outdir)
@@ -170,10 +171,18 @@ def _fronts_section(doc: Document, fronts: list[Front], outdir: Path) -> None:
         doc.add(Heading(2, f.title), Figure(png, plots.front_plotly(f), plots.front_caption(f)), _front_table(f))
 
 
-def _quant_section(doc: Document, df: pd.DataFrame) -> None:
+def _quant_section(doc: Document, df: pd.DataFrame, records: list[TrialRecord], outdir: Path) -> None:
     table = quant_table(df)
-    if not table.empty:
-        doc.add(Heading(1, "Quantization"), Text(quant_caption()), Table(table, digits=QUANT_DIGITS))
+    if table.empty:
+        return
+    doc.add(Heading(1, "Quantization"), Text(quant_caption()), Table(table, digits=QUANT_DIGITS))
+    for (preset, data, protocol), designs in layer_groups(records).items():  # the sensitivity figure per design
+        images = next((r.quant.layer_images for r in records if r.quant is not None and r.quant.layers), None)
+        stem = layers_stem(preset, data, protocol)
+        pngs = plot_designs(designs, outdir, caption=f"{preset}, {data}, {protocol}", stem=stem)
+        doc.add(Heading(2, f"INT8 sensitivity per layer: {preset}, {data}, protocol {protocol}"))
+        for design, png in pngs.items():
+            doc.add(Figure(png.name, None, f"{design}. " + layers_caption(images)))
 
 
 def _ablation_section(doc: Document, df: pd.DataFrame) -> None:

@@ -205,6 +205,18 @@ class Quant:
     float_speed: SpeedFigure | None = None
     int8_speed: SpeedFigure | None = None
     int8_speedup: float | None = None
+    # issue 19: the protocol, the exact simulation and the per-layer sensitivity (absent from older records).
+    # drop above = float_onnx_top1 - int8_top1 from these on (before: float_top1 - int8_top1)
+    protocol: dict[str, Any] | None = None  # the whole quantization protocol (deploy.quant_protocols.QuantProtocol)
+    reduce_range_used: bool | None = None  # what the protocol's reduce_range meant on this CPU
+    cpu: dict[str, Any] | None = None  # machine, model, VNNI/AMX flags seen (what reduce_range=auto read)
+    kept_float: list[str] | None = None  # deploy layers (module names) left in float32
+    reference_top1: float | None = None  # top1 of the exact float64 simulation of the same QDQ graph
+    runtime_gap: float | None = None  # int8_top1 - reference_top1 (top1 points): the runtime's own arithmetic
+    reference_drop: float | None = None  # float_onnx_top1 - reference_top1
+    agreement: dict[str, Any] | None = None  # INT8 vs simulation: int8_ties, int8_vs_reference_max_rel, argmax_differ
+    layers: list[dict[str, Any]] | None = None  # per deploy layer: kernel range/std, calibrated range, SQNR (dB)
+    layer_images: int | None = None  # validation images of the per-layer analysis
 
 
 @dataclass(slots=True)

@@ -59,7 +59,7 @@ from ..training import (
 )
 from .folder import LOG, claim_folder, keep_only, keep_traceback, kept, link_job_logs, log_file, working_in
 from .gate import Forms, check_forms
-from .quantization import quant_stage
+from .quantization import full_val_loader, quant_stage
 from .settings import TrialSettings, settings_from_config
 
 _log = logging.getLogger(__name__)
@@ -367,8 +367,11 @@ class _Trial:
         t = time.perf_counter()
         float_top1 = metrics.deploy_top1 if metrics.deploy_top1 is not None else metrics.top1
         cfg = self.cfg
-        block = quant_stage(measured, cfg.quant, cfg.data, self.val_loader, self.dir, self._speed_dir(), float_top1)
-        _log.info("trial %s: INT8 top1 %.2f%% (drop %.2f points)", self.s.trial_id, block.int8_top1, block.drop)
+        # rank 0 quantizes alone: over the whole validation set, not its shard
+        val = full_val_loader(cfg.data, cfg.seed) if self.dist.is_distributed else self.val_loader
+        block = quant_stage(measured, cfg.quant, cfg.data, val, self.dir, self._speed_dir(), float_top1)
+        _log.info("trial %s: INT8 top1 %.2f%% (drop from float ONNX %.2f points, %d images)", self.s.trial_id,
+                  block.int8_top1, block.drop, block.val_images)  # fmt: skip
         self.timings.quant_s = time.perf_counter() - t
         return block
 

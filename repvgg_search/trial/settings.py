@@ -14,9 +14,10 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from ..config import TrialConfig, to_arch
 from ..data import expected_num_classes
-from ..deploy.quant import validate_quant
+from ..deploy.quant import reference_device
+from ..deploy.quant_protocols import QuantError, protocol_of_config
 from ..devices import resolve_device
-from ..errors import BadInputError
+from ..errors import BadInputError, check_int
 from ..models import ArchConfig
 from ..profile.protocols import PROTOCOLS, resolve_protocol
 from ..tracking import validate_tracking
@@ -104,7 +105,9 @@ def _validate_run(cfg: TrialConfig) -> None:
         raise BadInputError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
     resolve_protocol(dataclasses.asdict(cfg.speed), resolve_device(cfg.device))  # refuses bad speed fields
     validate_gate(cfg.gate)
-    validate_quant(cfg.quant.calib_images, cfg.quant.calibrate)
+    protocol_of_config(cfg.quant)  # refuses an unknown protocol or field value by key
+    reference_device(cfg.quant.reference_device)
+    check_int(cfg.quant.layer_images, "quant.layer_images", 0, "0: no per-layer analysis", QuantError)
     if cfg.quant.speed != "none" and cfg.quant.speed not in PROTOCOLS:
         raise BadInputError(f"quant.speed={cfg.quant.speed!r} is unknown; allowed: none, {', '.join(PROTOCOLS)}")
     if cfg.keep_checkpoint not in KEEP:
