@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from repvgg_search.analysis.report import build_report
 from repvgg_search.analysis.examples import example_record
+from repvgg_search.analysis.report import build_report
 
 TARGET_S = 10.0
 VARIANTS = ["full", "no_identity", "no_1x1", "no_branches", "identity_no_bn", "post_bn", "diracnet", "trivial", "acb"]

@@ -22,7 +22,9 @@ def save_checkpoint(path: Path, state: dict, keep_previous: bool = True) -> None
     """Atomically save a checkpoint (tensors and plain Python values only, so it loads with weights_only); with
     `keep_previous` the one it replaces stays as `previous(path)` until the next save, so a torn or corrupted latest
     has a fallback (what a resume needs; final weights written once need none)."""
-    files.atomic_write(Path(path), lambda f: torch.save(state, f), keep_previous=previous(Path(path)) if keep_previous else None)
+    files.atomic_write(
+        Path(path), lambda f: torch.save(state, f), keep_previous=previous(Path(path)) if keep_previous else None
+    )
 
 
 def load_checkpoint(path: Path) -> dict | None:

@@ -30,6 +30,7 @@ class TrackingConfig:
     console: bool = True  # capture the trial's console output (the run's Logs tab)
     system_metrics: bool = True  # CPU/GPU/memory metrics (the run's System tab)
 
+
 _log = logging.getLogger(__name__)
 
 

@@ -293,7 +293,9 @@ def train_one_epoch(
             if steps % 10 == 0 or steps == total:  # .item() waits for the GPU: not every step
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
         elif cfg.log_interval and steps % cfg.log_interval == 0:
-            log(f"epoch {epoch + 1} step {steps}/{total} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.4g}")
+            log(
+                f"epoch {epoch + 1} step {steps}/{total} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.4g}"
+            )
     if bar is not None:
         bar.close()
     return _finish_epoch(model, (loss_sum, correct, seen, steps), optimizer, device, start, epoch, log)

@@ -26,6 +26,7 @@ TOP_COMMANDS = ("repvgg_search.train", "repvgg_search.entry")
 # Deprecated names kept for one release, each resolved from a module of its new home's unit (not a dependency).
 ALIASES = {"repvgg_search.engine": "training", "repvgg_search.analysis.schema": "analysis"}
 
+
 def _modules() -> dict[str, Path]:
     """Dotted module name -> file, for every module of the package."""
     out = {}
@@ -50,7 +51,9 @@ def _code(tree: ast.Module) -> list[ast.AST]:
     "__main__":` (the module run as a command) and of a module-level `__getattr__` (a lazy deprecation alias)."""
     skipped: set[int] = set()
     for node in tree.body:
-        main = isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test)
+        main = (
+            isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test)
+        )
         alias = isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
         if main or alias:
             skipped.update(id(n) for n in ast.walk(node))

@@ -151,9 +151,14 @@ def output_error(reference: Tensor | np.ndarray, other: Tensor | np.ndarray) -> 
     """How far `other` is from `reference` (e.g. a deploy form's or an exported model's logits from the train form's):
     `max_abs_error` = max|reference - other| and `max_rel_error` = that over max|reference|, in float64. The one
     measure of the conversion gate, the equivalence checks and every export check."""
-    ref, out = (np.asarray(v.detach().cpu().double() if isinstance(v, Tensor) else v, np.float64) for v in (reference, other))
+    ref, out = (
+        np.asarray(v.detach().cpu().double() if isinstance(v, Tensor) else v, np.float64) for v in (reference, other)
+    )
     abs_err = float(np.abs(ref - out).max()) if ref.size else 0.0
-    return {"max_abs_error": abs_err, "max_rel_error": abs_err / max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-30)}
+    return {
+        "max_abs_error": abs_err,
+        "max_rel_error": abs_err / max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-30),
+    }
 
 
 @torch.no_grad()

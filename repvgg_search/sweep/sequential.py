@@ -108,7 +108,11 @@ def describe(comparisons: list[Comparison], design: SequentialDesign) -> list[st
         st, where = c.state, ", ".join(f"{k}={v}" for k, v in c.group)
         look = f"look {looks.index(st['n']) + 1} of {len(looks)}" if st["n"] in looks else "no look yet"
         verdict = f"open: needs {st['next_n']} pairs" if c.open else st["verdict"]
-        diff = "" if st["mean_diff"] is None else f", Δ {st['mean_diff']:+.2f} ({st['ci_low']:+.2f} .. {st['ci_high']:+.2f})"
+        diff = (
+            ""
+            if st["mean_diff"] is None
+            else f", Δ {st['mean_diff']:+.2f} ({st['ci_low']:+.2f} .. {st['ci_high']:+.2f})"
+        )
         lines.append(f"  {c.variant:<18} {verdict:<22} {st['n']} pairs ({st['n_available']} done), {look}{diff}"
                      + (f"  [{where}]" if where else ""))  # fmt: skip
     return lines

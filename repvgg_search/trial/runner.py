@@ -229,7 +229,9 @@ class _Trial:
                 self.scaler.load_state_dict(ckpt["scaler"])
             self.epochs_done = ckpt["epochs_done"]
             self.resumes = [*ckpt.get("resumes", []), self.epochs_done]
-            _log.info("trial %s: resuming after epoch %d of %d", self.s.trial_id, self.epochs_done, self.cfg.train.epochs)
+            _log.info(
+                "trial %s: resuming after epoch %d of %d", self.s.trial_id, self.epochs_done, self.cfg.train.epochs
+            )
         elif self.main:
             self._save_checkpoint()  # so that an interruption during the first epoch also leaves a checkpoint
         if self.main:  # epochs after the checkpoint are redone: drop their lines
@@ -254,7 +256,12 @@ class _Trial:
             with self.lock.shared():  # a speed measurement on this device waits for the epoch to end
                 stats, val = self._epoch(epoch)
             self.epochs_done, self.final_eval = epoch + 1, val
-            row = {"trial_id": self.s.trial_id, "epoch": epoch + 1, **_prefixed(stats, "train_"), **_prefixed(val, "val_")}
+            row = {
+                "trial_id": self.s.trial_id,
+                "epoch": epoch + 1,
+                **_prefixed(stats, "train_"),
+                **_prefixed(val, "val_"),
+            }
             if self.main:
                 self._save_checkpoint()
                 files.append_jsonl(self.dir / files.METRICS, row)
