@@ -44,6 +44,7 @@ def shard_bytes(split_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(split_dir.glob("shard-*.tar"))}
 
 
+@pytest.mark.slow
 def test_converter_writes_shards_an_index_and_random_access(tree, tmp_path):
     proc = run_converter(str(tree), str(tmp_path / "out"), "--shard-size", "4")
     assert proc.returncode == 0, proc.stderr
@@ -60,6 +61,7 @@ def test_converter_writes_shards_an_index_and_random_access(tree, tmp_path):
     assert first["count"] == 4 and labels == {0, 1}  # the images were written shuffled: a shard mixes classes
 
 
+@pytest.mark.slow
 def test_converter_resumes_and_refuses_another_conversion(tree, tmp_path):
     dst = tmp_path / "out"
     convert(tree, dst, shard_size=4, seed=0)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, DataConfig, DataInfo, check_batch_fits
+from .config import IMAGENET_MEAN, IMAGENET_STD, DataConfig, DataError, DataInfo, check_batch_fits
 from .decode import EVAL_RESIZE, RATIO, SCALE
 from .device import DeviceLoader
 from .sampling import derive_seed
@@ -98,6 +98,8 @@ def build_dali_loaders(
     train_set = ImageFolder(os.path.join(cfg.root, "train"), loader=os.fspath)  # file list only, nothing decoded
     val_set = ImageFolder(os.path.join(cfg.root, "val"), loader=os.fspath)
     check_batch_fits(cfg, len(train_set), world_size)
+    if cfg.num_classes is not None and cfg.num_classes != len(train_set.classes):
+        raise DataError(f"data.num_classes={cfg.num_classes} but {cfg.root} holds {len(train_set.classes)} classes")
     if world_size > 1:
         base = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     else:

@@ -51,7 +51,7 @@ def pil_to_tensor(image: Image.Image) -> Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
 
 
-def _pil_rgb(data: bytes) -> Image.Image:
+def _open(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
@@ -63,12 +63,13 @@ def _tv_decode(data: bytes) -> Tensor:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         _log.debug("torchvision cannot decode an image (%s): PIL decodes it", exc)
-        return pil_to_tensor(_pil_rgb(data).convert("RGB")).permute(2, 0, 1)
+        return pil_to_tensor(_open(data).convert("RGB")).permute(2, 0, 1)
 
 
 class TrainDecode:
-    """bytes -> uint8 (S, S, 3) (pil) or (3, S, S) (torchvision): RandomResizedCrop(S) (scale 0.08-1, ratio 3/4-4/3, bilinear) and a horizontal
-    flip with probability 1/2, then AutoAugment (ImageNet policy) when asked: today's training transforms."""
+    """bytes -> uint8 (S, S, 3) (pil) or (3, S, S) (torchvision): RandomResizedCrop(S) (scale 0.08-1, ratio
+    3/4-4/3, bilinear), a horizontal flip with probability 1/2, then AutoAugment (ImageNet policy) when asked:
+    today's training transforms."""
 
     def __init__(self, size: int, decoder: str = "pil", draft: bool = False, autoaugment: bool = False) -> None:
         if decoder not in ("pil", "torchvision"):
@@ -83,7 +84,7 @@ class TrainDecode:
         from torchvision.transforms import InterpolationMode, RandomResizedCrop
         from torchvision.transforms import functional as F
 
-        image = _pil_rgb(data)
+        image = _open(data)
         top, left, h, w = RandomResizedCrop.get_params(image, list(SCALE), list(RATIO))  # header size: no decode
         flip = bool(torch.rand(1) < 0.5)  # RandomHorizontalFlip's draw, after the crop's
         out = (self.size, self.size)
@@ -116,8 +117,8 @@ class TrainDecode:
 
 
 class EvalDecode:
-    """bytes -> uint8 (S, S, 3) (pil) or (3, S, S) (torchvision): the short side resized (bilinear) to int(S * 256 / 224), then a centre crop of
-    S: today's evaluation transforms. Nothing random."""
+    """bytes -> uint8 (S, S, 3) (pil) or (3, S, S) (torchvision): the short side resized (bilinear) to
+    int(S * 256 / 224), then a centre crop of S: today's evaluation transforms. Nothing random."""
 
     def __init__(self, size: int, decoder: str = "pil", draft: bool = False) -> None:
         if decoder not in ("pil", "torchvision"):
@@ -137,7 +138,7 @@ class EvalDecode:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
-        image = _pil_rgb(data)
+        image = _open(data)
         width, height = image.size
         out = resized_size((width, height), self.resize)
         scale = draft_scale(image, (width, height), out) if self.draft else 1

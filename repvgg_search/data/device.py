@@ -52,8 +52,8 @@ def timed(batches: Iterable, wait: DataWait) -> Iterator:
 
 
 class DeviceLoader:
-    """Wraps a loader of uint8 (N, H, W, 3) or (N, 3, H, W) batches: copies each to `device` and yields normalized float32
-    (N, 3, H, W) batches, channels_last when asked, measuring the wait for each host batch (`last_wait`).
+    """Wraps a loader of uint8 (N, H, W, 3) or (N, 3, H, W) batches: copies each to `device` and yields normalized
+    float32 (N, 3, H, W) batches, channels_last when asked, measuring the wait for each host batch (`last_wait`).
 
     On CUDA the copy of batch k+1 (from pinned memory) and its normalization run on a side stream while the
     training step of batch k runs (timm's PrefetchLoader design); the main stream waits for that stream only

@@ -167,7 +167,8 @@ class ShardSet:
 
 
 class ShardStream(IterableDataset):
-    """Batches of (uint8 (N, H, W, 3) or (N, 3, H, W), labels) from a split's shards, for a DataLoader with batch_size=None.
+    """Batches of (uint8 (N, H, W, 3) or (N, 3, H, W), labels) from a split's shards, for a DataLoader with
+    batch_size=None.
 
     Training: each epoch permutes the shards with (seed, epoch), pads the list to a multiple of `world_size`
     and gives rank r every world_size-th shard (so DDP ranks read disjoint shards); a rank's loader workers
