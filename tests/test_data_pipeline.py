@@ -241,13 +241,13 @@ def test_calibration_images_are_todays(photos):
 GOLDEN_IDS = {"digits": "3ad384725937", "cifar10": "f381c0c786f3", "imagenet": "04757eb45fdd"}
 
 
-def test_the_new_fields_keep_todays_trial_ids_once_they_join_not_in_id(tmp_path, monkeypatch):
+def test_the_new_fields_keep_todays_trial_ids_in_not_in_id(tmp_path):
     from repvgg_search.trial import NOT_IN_ID, settings_from_config
 
     for split in ("train", "val"):
         (tmp_path / split / "a").mkdir(parents=True)
         (tmp_path / split / "a" / "x.jpg").write_bytes(b"")  # the id needs the class count, not the images
-    monkeypatch.setitem(NOT_IN_ID, "data", NOT_IN_ID["data"] | READ_FIELDS)  # the proposed trial/settings.py change
+    assert NOT_IN_ID["data"] >= READ_FIELDS
     configs = {
         "digits": {},
         "cifar10": {"data": {"name": "cifar10", "root": "/nowhere", "download": True, "batch_size": 128}},
@@ -255,7 +255,10 @@ def test_the_new_fields_keep_todays_trial_ids_once_they_join_not_in_id(tmp_path,
     }
     for name, cfg in configs.items():
         assert settings_from_config(cfg).trial_id == GOLDEN_IDS[name], name
-    fast = {"data": {**configs["imagenet"]["data"], "decoder": "torchvision", "num_workers": 16}}
+    fast = {
+        "data": {**configs["imagenet"]["data"], "decoder": "torchvision", "num_workers": 16},
+        "train": {"compile": True},
+    }
     assert settings_from_config(fast).trial_id == GOLDEN_IDS["imagenet"]
     assert {f.name for f in dataclasses.fields(DataConfig)} >= READ_FIELDS
 

@@ -206,6 +206,8 @@ def test_relu_in_branches_is_measured_in_train_form(tmp_path: Path):
         (["tracking.mode=online"], "no wandb credentials"),
         (["tracking.mode=loud"], "tracking.mode='loud' is unknown; allowed: offline, online, disabled"),
         (["model.a=0"], "width multiplier a must be a finite number > 0"),
+        (["data.decoder=nvjpeg"], "data.decoder='nvjpeg' is unknown; allowed: pil, torchvision, dali"),
+        (["data.name=imagenet", "data.decoder=dali", "device=cpu"], "data.decoder=dali decodes on a CUDA GPU"),
     ],
 )
 def test_bad_input_exits_before_training(tmp_path: Path, monkeypatch, overrides, match):

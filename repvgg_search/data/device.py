@@ -120,22 +120,31 @@ def last_wait(loader) -> DataWait | None:
 
 
 def wait_record(
-    loader, epoch_seconds: float, epoch: int | None = None, warn: Callable[[str], None] | None = None
+    loader,
+    epoch_seconds: float,
+    epoch: int | None = None,
+    warn: Callable[[str], None] | None = None,
+    reduce: Callable[[float], float] | None = None,
 ) -> dict[str, float]:
     """The epoch's `data_wait_s` and `data_wait_frac` (share of `epoch_seconds`) for its metrics line, warning
-    (through `warn`, default the log) above `WAIT_WARN_FRACTION`; {} for a loader that does not measure it."""
+    (through `warn`, default the log) above `WAIT_WARN_FRACTION`; {} for a loader that does not measure it.
+
+    `reduce` combines this process's wait over processes (the training loop passes the maximum over DDP ranks: the
+    slowest rank holds the others at the next collective); every process must then call it.
+    """
     wait = last_wait(loader)
     if wait is None:
         return {}
-    fraction = wait.fraction(epoch_seconds)
+    seconds = wait.seconds if reduce is None else reduce(wait.seconds)
+    fraction = seconds / epoch_seconds if epoch_seconds > 0 else 0.0
     if fraction > WAIT_WARN_FRACTION:
         where = f"epoch {epoch}: " if epoch is not None else ""
         (warn or _log.warning)(
-            f"{where}the training loop waited {wait.seconds:.1f} s of {epoch_seconds:.1f} s ({100 * fraction:.0f}%) "
+            f"{where}the training loop waited {seconds:.1f} s of {epoch_seconds:.1f} s ({100 * fraction:.0f}%) "
             f"for data (first batch {wait.first_s:.1f} s): data-bound; raise data.num_workers, use "
             "data.decoder=torchvision or data.format=webdataset"
         )
-    return {"data_wait_s": wait.seconds, "data_wait_frac": fraction}
+    return {"data_wait_s": seconds, "data_wait_frac": fraction}
 
 
 def wait_summary(epochs: Iterable[tuple[float, float]]) -> dict[str, float | int]:
