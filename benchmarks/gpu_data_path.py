@@ -122,6 +122,9 @@ def harness(args: argparse.Namespace, device: torch.device, cfg: TrainConfig, ro
 def main() -> None:
     args = _args()
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():  # `make bench` on a CPU machine: nothing to measure
+        print("gpu_data_path: no CUDA device here; run it on a GPU (scripts/gpu_check.sh) or pass --device cpu")
+        return
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"gpu_data_path: {args.model} train form, {args.amp} autocast, channels_last, batch {args.batch_size}, "

@@ -4,10 +4,12 @@ validated by key before any work, and left out of the trial id."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from support import QUICK_TRIAL, run_cli
+from support import QUICK_TRIAL, REPO, run_cli
 
 from repvgg_search import files
 from repvgg_search.data import WAIT_WARN_FRACTION, DataError
@@ -84,3 +86,16 @@ def test_train_compile_wraps_the_training_model_only_and_shares_its_parameters()
     assert [p.data_ptr() for p in compiled.parameters()] == [p.data_ptr() for p in model.parameters()]
     compiled.eval()  # train()/eval() on the wrapper reach the model (the loop sets them on what it calls)
     assert not model.training
+
+
+@pytest.mark.slow
+def test_the_gpu_data_path_check_runs_on_the_cpu_at_a_tiny_scale():
+    """scripts/gpu_check.sh's data-path step, shrunk to a quarter-width A0 on 64 photos at 64 px: it runs through
+    the harness and the bare loop and prints their ratio and the data wait (the figures are the GPU's to give)."""
+    args = "--device cpu --model a0 --width 0.25 --images 64 --image-size 64 --batch-size 16 --workers 1"
+    args += " --epochs 1 --bare-steps 2 --modes eager"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_data_path.py"), *args.split()],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("eager: harness ") and "harness/bare " in last and "data wait " in last, proc.stdout
