@@ -111,6 +111,14 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
+    """`values`' elementwise maximum over all processes, the slowest rank's (unchanged without a process group)."""
+    if is_distributed():
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values
+
+
 @torch.no_grad()
 def average_buffers(model: nn.Module) -> None:
     """Average floating-point buffers (BN running statistics) over processes so every rank evaluates alike.

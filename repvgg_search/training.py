@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import MIN_IMAGE_SIZE, DataConfig, DataError, derive_seed, set_epoch, validate_data
-from .distributed import all_reduce_sum, average_buffers, unwrap
+from .data import MIN_IMAGE_SIZE, DataConfig, DataError, derive_seed, set_epoch, validate_data, wait_record
+from .distributed import all_reduce_max, all_reduce_sum, average_buffers, is_main_process, unwrap
 from .errors import BadInputError, check_int
 from .progress import want_progress
 
@@ -63,6 +63,9 @@ class TrainConfig:
     amp: str = "none"
     # channels_last memory format for model and inputs; CUDA only (no effect on CPU).
     channels_last: bool = False
+    # torch.compile (inductor) of the training model; evaluation, conversion and checkpoints use the eager model
+    # (the same parameters). The first step of each run compiles (timings.compile_s).
+    compile: bool = False
     # Deterministic kernels (torch.use_deterministic_algorithms, no cudnn autotuning): for exact CPU reruns.
     deterministic: bool = False
     # Clip the global gradient norm to this value; None = no clipping; else > 0.
@@ -102,7 +105,7 @@ def validate_train(
         raise TrainConfigError("train.nesterov=true needs train.momentum > 0")
     _check_amp(cfg.amp, device)
     if data_cfg is not None:
-        validate_data(data_cfg)
+        validate_data(data_cfg, device)
 
 
 def _number_in(value, key: str, allowed: str, ok: Callable[[float], bool]) -> None:
@@ -139,6 +142,13 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device | str
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def compile_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """The model the training steps call: `torch.compile(model)` (sharing its parameters) under train.compile=true,
+    else `model` itself. Compile a DDP-wrapped model whole, as PyTorch's DDP guide advises (its DDPOptimizer splits
+    the graph at the bucket boundaries so gradient all-reduce still overlaps the backward)."""
+    return torch.compile(model) if cfg.compile else model
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -260,8 +270,10 @@ def train_one_epoch(
     seen = steps = 0
     total = len(loader)
     bar = _progress_bar(total, epoch) if progress else None
-    start = time.perf_counter()
+    start, first_step_s = time.perf_counter(), 0.0
     for x, y in loader:
+        if steps == 0:  # from the first batch's arrival: its data wait is not the step's
+            first_step_s = -time.perf_counter()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cfg.channels_last and device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -288,6 +300,8 @@ def train_one_epoch(
         loss_sum += loss.detach() * y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
         seen, steps = seen + y.shape[0], steps + 1
+        if steps == 1:  # under train.compile this step traced and compiled the model (host time: no sync needed)
+            first_step_s += time.perf_counter()
         if bar is not None:
             bar.update(1)
             if steps % 10 == 0 or steps == total:  # .item() waits for the GPU: not every step
@@ -298,7 +312,20 @@ def train_one_epoch(
             )
     if bar is not None:
         bar.close()
-    return _finish_epoch(model, (loss_sum, correct, seen, steps), optimizer, device, start, epoch, log)
+    result = _finish_epoch(model, (loss_sum, correct, seen, steps), optimizer, device, start, epoch, log)
+    if cfg.compile:
+        result["first_step_s"] = first_step_s
+    return result | _data_wait(loader, result["seconds"], epoch, device)
+
+
+def _data_wait(loader, seconds: float, epoch: int, device: torch.device) -> dict[str, float]:
+    """The epoch's data wait (`data.wait_record`), the slowest rank's; rank 0 warns when the loop is data-bound."""
+
+    def slowest(waited: float) -> float:
+        return all_reduce_max(torch.tensor([waited], dtype=torch.float64, device=device)).item()
+
+    quiet = None if is_main_process() else (lambda message: None)
+    return wait_record(loader, seconds, epoch + 1, warn=quiet, reduce=slowest)
 
 
 def _progress_bar(total: int, epoch: int):
@@ -392,6 +419,7 @@ __all__ = [
     "autocast",
     "build_optimizer",
     "build_scheduler",
+    "compile_model",
     "configure_backends",
     "evaluate",
     "make_scaler",

@@ -2,8 +2,10 @@
 # The GPU check, for a fresh GPU machine that has torch but none of this project's other dependencies and no
 # network: installs the wheels brought along in wheels/gpu/ (made by scripts/gpu_wheels.sh), then runs the `gpu`
 # tests, a small ablation sweep on one GPU with and without packing trials on it, the speed repeatability check
-# and benchmarks/gpu_speed.py. Everything it prints goes to $OUT/gpu_check.log (OUT defaults to ./gpu_check_out).
-# Budget: under 8 minutes on one H200.
+# and benchmarks/gpu_speed.py, then training from JPEGs through the harness vs a bare loop (benchmarks/gpu_data_path.py,
+# issue 22: B0 bf16 channels_last, eager and compiled). Everything it prints goes to $OUT/gpu_check.log (OUT defaults to ./gpu_check_out).
+# Budget: under 8 minutes on one H200 before the data-path step; that step adds about 5 (estimated, not yet run:
+# 12,800 JPEGs written once, two compilations of B0 in each of bare loop and harness).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
@@ -39,5 +41,8 @@ step "speed repeatability (paper protocol)"
 
 step "gpu_speed (paper protocol, fp16 channels_last)"
 "$PY" benchmarks/gpu_speed.py --device cuda --protocols paper,fp16_cl
+
+step "data path: B0 bf16 channels_last from JPEGs, harness vs bare loop, eager and compiled (16 workers)"
+"$PY" benchmarks/gpu_data_path.py --device cuda --model b0 --decoder torchvision --workers 16 --modes eager,compile
 
 step "done"

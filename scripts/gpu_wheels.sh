@@ -13,7 +13,7 @@ PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
 # Pure-Python packages (py3-none-any wheels), pinned to what this project's own environment runs.
 pure=(hydra-core omegaconf submitit optuna alembic SQLAlchemy colorlog Mako MarkupSafe yacs termcolor tabulate
-      portalocker pytest pluggy iniconfig pytest-timeout typing_extensions packaging)
+      portalocker pytest pluggy iniconfig pytest-timeout typing_extensions packaging webdataset braceexpand)
 specs=()
 for name in "${pure[@]}"; do
   version=$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name" 2>/dev/null || true)

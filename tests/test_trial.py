@@ -90,7 +90,7 @@ def test_same_config_seed_and_threads_give_bit_identical_results(finished: Path,
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = (json.loads((d / "result.json").read_text()) for d in (finished, again))
     assert first["trial_id"] == second["trial_id"] and first["metrics"] == second["metrics"]
-    timing = ("train_images_per_s", "train_seconds")
+    timing = ("train_images_per_s", "train_seconds", "data_wait_s", "data_wait_frac")
     rows = [[{k: v for k, v in r.items() if k not in timing} for r in files.read_jsonl(d / "metrics.jsonl")]
             for d in (finished, again)]  # fmt: skip
     assert rows[0] == rows[1] and first["environment"]["threads"] == second["environment"]["threads"] == 1
@@ -166,6 +166,7 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path):
     assert [r["val_top1"] for r in a] == [r["val_top1"] for r in b]
     ra, rb = (json.loads((d / "result.json").read_text()) for d in (tmp_path / "straight", out))
     assert ra["trial_id"] == rb["trial_id"] and ra["metrics"] == rb["metrics"]
+    assert rb["data_wait"]["epochs"] == 3  # the data-wait summary spans the epochs of both runs
 
 
 @pytest.mark.slow
@@ -206,6 +207,8 @@ def test_relu_in_branches_is_measured_in_train_form(tmp_path: Path):
         (["tracking.mode=online"], "no wandb credentials"),
         (["tracking.mode=loud"], "tracking.mode='loud' is unknown; allowed: offline, online, disabled"),
         (["model.a=0"], "width multiplier a must be a finite number > 0"),
+        (["data.decoder=nvjpeg"], "data.decoder='nvjpeg' is unknown; allowed: pil, torchvision, dali"),
+        (["data.name=imagenet", "data.decoder=dali", "device=cpu"], "data.decoder=dali decodes on a CUDA GPU"),
     ],
 )
 def test_bad_input_exits_before_training(tmp_path: Path, monkeypatch, overrides, match):

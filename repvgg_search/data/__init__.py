@@ -1,8 +1,13 @@
-"""Data: which data a trial uses and its checks (`config`), and seeded, shardable loaders (`loaders`)."""
+"""Data: which data a trial uses and its checks (`config`), seeded sampling (`sampling`), in-memory and CIFAR
+loaders (`loaders`), the ImageNet uint8 path (`pipeline`, `decode`, `shards`, `dali`) and device batches with
+the loop's wait for data (`device`)."""
 
 from .config import (
     DATASETS,
+    DECODERS,
+    FORMATS,
     MIN_IMAGE_SIZE,
+    READ_FIELDS,
     SYNTHETIC_DEFAULT_CLASSES,
     DataConfig,
     DataError,
@@ -12,18 +17,21 @@ from .config import (
     known_train_size,
     validate_data,
 )
+from .device import WAIT_WARN_FRACTION, DataWait, DeviceLoader, last_wait, wait_record, wait_summary
 from .loaders import (
-    EpochSampler,
-    SeededDataset,
-    ShardSampler,
     TensorLoader,
     build_loaders,
     calibration_images,
-    derive_seed,
     digits_arrays,
     digits_split,
     load_digits_split,
     random_translate,
+)
+from .sampling import (
+    EpochSampler,
+    SeededDataset,
+    ShardSampler,
+    derive_seed,
     seeded_generator,
     set_epoch,
     shard_indices,
@@ -32,11 +40,17 @@ from .loaders import (
 
 __all__ = [
     "DATASETS",
+    "DECODERS",
+    "FORMATS",
     "MIN_IMAGE_SIZE",
+    "READ_FIELDS",
     "SYNTHETIC_DEFAULT_CLASSES",
+    "WAIT_WARN_FRACTION",
     "DataConfig",
     "DataError",
     "DataInfo",
+    "DataWait",
+    "DeviceLoader",
     "EpochSampler",
     "SeededDataset",
     "ShardSampler",
@@ -49,6 +63,7 @@ __all__ = [
     "digits_split",
     "expected_num_classes",
     "known_train_size",
+    "last_wait",
     "load_digits_split",
     "random_translate",
     "seeded_generator",
@@ -56,4 +71,6 @@ __all__ = [
     "shard_indices",
     "shard_size",
     "validate_data",
+    "wait_record",
+    "wait_summary",
 ]

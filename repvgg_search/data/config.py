@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,13 @@ NATIVE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 DIGITS_COUNT = 1797  # images in scikit-learn's load_digits, used to check val_fraction without loading it
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+DECODERS = ("pil", "torchvision", "dali")
+FORMATS = ("folder", "webdataset")
+SHARD_INDEX = "index.json"  # written last by `python -m repvgg_search.data.shards`: a split without it is incomplete
+# Fields that choose how images are read (decoder, storage, shuffle buffer), not which images, crops or seeds a
+# trial uses: like num_workers and the device they stay out of the trial id (trial/settings.py NOT_IN_ID), which
+# also keeps the ids of trials that do not set them.
+READ_FIELDS = frozenset({"decoder", "format", "jpeg_draft", "shuffle_buffer"})
 
 
 class DataError(BadInputError):
@@ -59,6 +68,19 @@ class DataConfig:
     # image (drawn per image and epoch); 0 = no augmentation. Evaluation images are never shifted. Off by
     # default: in the proxy recipe it slowed the relu_in_branches variant's escape from its early plateau.
     translate: int = 0
+    # ImageNet: what decodes and crops the JPEGs. "pil" (PIL in the loader workers: today's images, bit for bit),
+    # "torchvision" (torchvision.io.decode_image and uint8 tensor resizing in the workers: the same crops, pixels
+    # within interpolation error, faster), "dali" (NVIDIA DALI on the GPU: needs CUDA and `pip install
+    # nvidia-dali-cuda130`; folder format only, DALI's own seeded crops and order).
+    decoder: str = "pil"
+    # ImageNet storage: "folder" (an ImageFolder tree root/train, root/val) or "webdataset" (tar shards under
+    # root/train and root/val, written by `python -m repvgg_search.data.shards SRC DST`).
+    format: str = "folder"
+    # decoder=pil: let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (PIL's Image.draft) when its crop still
+    # covers image_size pixels at that scale; faster on large photos, pixels within interpolation error.
+    jpeg_draft: bool = False
+    # format=webdataset: training samples each loader worker holds to shuffle its stream of shards; >= 1.
+    shuffle_buffer: int = 1000
 
 
 @dataclass(frozen=True)
@@ -72,10 +94,14 @@ class DataInfo:
     val_size: int
 
 
-def validate_data(cfg: DataConfig) -> None:
-    """Raise `DataError` naming the field and its allowed values, without loading any data."""
+def validate_data(cfg: DataConfig, device: object | None = None) -> None:
+    """Raise `DataError` naming the field and its allowed values, without loading any data.
+
+    `device` is where training will run (a torch.device or its name); with it, device-only options are checked.
+    """
     if cfg.name not in DATASETS:
         raise DataError(f"data.name={cfg.name!r} is unknown; allowed: {', '.join(DATASETS)}")
+    _check_reading(cfg, device)
     check_int(
         cfg.image_size,
         "data.image_size",
@@ -102,6 +128,8 @@ def validate_data(cfg: DataConfig) -> None:
         check_int(cfg.synthetic_val_size, "data.synthetic_val_size", 1, error=DataError)
     elif cfg.name in CIFAR_DIRS:
         _check_cifar_root(cfg)
+    elif cfg.name == "imagenet" and cfg.format == "webdataset":
+        _check_shard_root(cfg.root)
     elif cfg.name == "imagenet":
         _check_imagenet_root(cfg.root)
     check_batch_fits(cfg, known_train_size(cfg))
@@ -134,6 +162,8 @@ def expected_num_classes(cfg: DataConfig) -> int:
         return SYNTHETIC_DEFAULT_CLASSES
     if cfg.name in NATIVE_CLASSES:
         return NATIVE_CLASSES[cfg.name]
+    if cfg.format == "webdataset":
+        return len(read_shard_index(os.path.join(cfg.root, "train"))["classes"])
     return sum(1 for p in Path(cfg.root, "train").iterdir() if p.is_dir())
 
 
@@ -163,3 +193,60 @@ def _check_imagenet_root(root: str | None) -> None:
         folder = os.path.join(root, split)
         if not os.path.isdir(folder) or not os.listdir(folder):
             raise DataError(f"data.root={root!r}: {folder} is missing or empty; {layout}")
+
+
+def _check_reading(cfg: DataConfig, device: object | None) -> None:
+    """The ImageNet reading options: known values, only where they apply, and what `dali` needs."""
+    if cfg.decoder not in DECODERS:
+        raise DataError(f"data.decoder={cfg.decoder!r} is unknown; allowed: {', '.join(DECODERS)}")
+    if cfg.format not in FORMATS:
+        raise DataError(f"data.format={cfg.format!r} is unknown; allowed: {', '.join(FORMATS)}")
+    check_int(cfg.shuffle_buffer, "data.shuffle_buffer", 1, "samples per loader worker", error=DataError)
+    for key, value, default in (("decoder", cfg.decoder, "pil"), ("format", cfg.format, "folder")):
+        if value != default and cfg.name != "imagenet":
+            raise DataError(
+                f"data.{key}={value} applies to data.name=imagenet only; allowed for data.name={cfg.name}: {default}"
+            )
+    if cfg.jpeg_draft and cfg.decoder != "pil":
+        raise DataError(f"data.jpeg_draft=true needs data.decoder=pil (PIL's Image.draft), not {cfg.decoder}")
+    if cfg.decoder == "dali":
+        check_dali(cfg, device)
+
+
+def check_dali(cfg: DataConfig, device: object | None = None) -> None:
+    """Refuse data.decoder=dali where it cannot run: a device that is not CUDA, webdataset format, or no DALI."""
+    kind = getattr(device, "type", None) or (str(device).split(":")[0] if device is not None else None)
+    if kind is not None and kind != "cuda":
+        raise DataError(
+            f"data.decoder=dali decodes on a CUDA GPU, not on device {device}; allowed here: pil, torchvision"
+        )
+    if cfg.format != "folder":
+        raise DataError(
+            f"data.decoder=dali reads data.format=folder only; allowed with data.format={cfg.format}: pil, torchvision"
+        )
+    if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
+        raise DataError(
+            "data.decoder=dali needs NVIDIA DALI: pip install nvidia-dali-cuda130 (GPU machines only); "
+            "allowed without it: pil, torchvision"
+        )
+
+
+def read_shard_index(split_dir: str) -> dict:
+    """The index of a converted split (classes, image count, shards), refusing a missing or incomplete one."""
+    path = os.path.join(split_dir, SHARD_INDEX)
+    how = "write the shards with: python -m repvgg_search.data.shards <ImageFolder root> <data.root> --shard-size N"
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data.format=webdataset: {path} is missing or unreadable ({exc}); {how}") from None
+    if not index.get("shards") or not index.get("count"):
+        raise DataError(f"data.format=webdataset: {path} lists no shards; {how}")
+    return index
+
+
+def _check_shard_root(root: str | None) -> None:
+    if not root:
+        raise DataError("data.root is not set for data.format=webdataset: set it to the converter's output folder")
+    for split in ("train", "val"):
+        read_shard_index(os.path.join(root, split))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import Dataset
 
 from .config import (
     CIFAR_MEAN,
     CIFAR_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SYNTHETIC_DEFAULT_CLASSES,
     DataConfig,
     DataError,
@@ -29,47 +25,11 @@ from .config import (
     check_batch_fits,
     validate_data,
 )
+from .device import DataWait, timed
+from .pipeline import build_image_loaders, eval_batch_size, image_calibration, map_loader
+from .sampling import seeded_generator, shard_indices, shard_size
 
 _log = logging.getLogger(__name__)
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any parts, e.g. (seed, epoch, "order"); the same on every machine and run."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def seeded_generator(*parts: object) -> torch.Generator:
-    """A CPU generator seeded from `derive_seed(*parts)`."""
-    return torch.Generator().manual_seed(derive_seed(*parts))
-
-
-def set_epoch(loader, epoch: int) -> None:
-    """Make the next pass over `loader` the one of `epoch`: its order and augmentation depend on (seed, epoch)."""
-    target = loader if hasattr(loader, "set_epoch") else getattr(loader, "sampler", None)
-    if target is None or not hasattr(target, "set_epoch"):
-        raise TypeError(f"{type(loader).__name__} has no set_epoch (nor a sampler with one)")
-    target.set_epoch(epoch)
-
-
-def shard_size(n: int, rank: int, world_size: int, pad: bool) -> int:
-    """How many of `n` items rank `rank` sees: padded to equal shares (training) or an exact partition (eval)."""
-    return math.ceil(n / world_size) if pad else len(range(rank, n, world_size))
-
-
-def shard_indices(n: int, *, seed: int, epoch: int, shuffle: bool, rank: int, world_size: int, pad: bool) -> Tensor:
-    """This rank's indices for one epoch: a (seed, epoch)-seeded permutation, strided across ranks.
-
-    With `pad`, the permutation is extended by its first items so every rank gets the same count (DDP needs
-    equal step counts); without it the shards partition the data exactly (evaluation counts then sum to n).
-    """
-    order = torch.randperm(n, generator=seeded_generator(seed, epoch, "order")) if shuffle else torch.arange(n)
-    if world_size > 1:
-        if pad:
-            total = math.ceil(n / world_size) * world_size
-            order = torch.cat([order, order[: total - n]])
-        order = order[rank::world_size]
-    return order
 
 
 class TensorLoader:
@@ -97,6 +57,7 @@ class TensorLoader:
         self.translate, self.fill = (translate if train else 0), fill
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.last_wait = DataWait()  # of the latest pass: slicing (and shifting) a batch is the loop's data wait
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -111,6 +72,10 @@ class TensorLoader:
         return max(1, m // bs) if self.train else math.ceil(m / bs)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self.last_wait = DataWait()
+        return timed(self._batches(), self.last_wait)
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = shard_indices(
             len(self.labels),
             seed=self.seed,
@@ -208,65 +173,6 @@ def _synthetic(cfg: DataConfig, num_classes: int) -> tuple[Tensor, ...]:
     return tuple(out)
 
 
-class EpochSampler(Sampler):
-    """Wraps a sampler so it yields (epoch, index) keys: `SeededDataset` then seeds each sample's augmentation.
-
-    `set_epoch` re-seeds the order: `DistributedSampler.set_epoch`, or the RandomSampler's generator.
-    """
-
-    def __init__(self, base: Sampler, seed: int) -> None:
-        self.base, self.seed, self.epoch = base, seed, 0
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
-        elif getattr(self.base, "generator", None) is not None:
-            self.base.generator.manual_seed(derive_seed(self.seed, epoch, "order"))
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, int(i)) for i in self.base)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-
-class ShardSampler(Sampler):
-    """In-order exact partition of range(n) across ranks (evaluation: no padding, counts sum to n)."""
-
-    def __init__(self, n: int, rank: int, world_size: int) -> None:
-        self.n, self.rank, self.world_size = n, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.world_size))
-
-    def __len__(self) -> int:
-        return shard_size(self.n, self.rank, self.world_size, pad=False)
-
-
-class SeededDataset(Dataset):
-    """Wraps a map-style data set so the random transforms of sample i in epoch e depend only on (seed, e, i).
-
-    Keys are (epoch, index) pairs from `EpochSampler`; the sample's transforms run under a forked CPU RNG, so
-    neither the worker that loads it nor the training process's RNG state matters.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int, augment: bool) -> None:
-        self.dataset, self.seed, self.augment = dataset, seed, augment
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        if not self.augment:
-            return self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, epoch, index, "sample"))
-            return self.dataset[index]
-
-
 def build_loaders(
     cfg: DataConfig,
     *,
@@ -276,31 +182,29 @@ def build_loaders(
     rank: int = 0,
     world_size: int = 1,
     autoaugment: bool = False,
+    channels_last: bool = False,
 ) -> tuple[object, object, DataInfo]:
     """Training and evaluation loaders for `cfg` and what the model needs to know (`DataInfo`).
 
     Both loaders support `len()` and `set_epoch(loader, e)`; the training order and augmentation of epoch e
     depend only on (seed, e). `batch_size` is per process; with `distributed` each rank gets its shard.
+    ImageNet batches arrive normalized on `device` (channels_last when asked: the uint8 path of `pipeline`);
+    the digits, synthetic and ImageNet loaders measure each pass's wait for data (`device.last_wait`).
     """
-    validate_data(cfg)
+    validate_data(cfg, device)
     device = torch.device(device)
     if not distributed:
         rank, world_size = 0, 1
     if cfg.name in ("digits", "synthetic"):
         return _tensor_loaders(cfg, device=device, seed=seed, rank=rank, world_size=world_size)
-    train_set, val_set = _image_datasets(cfg, autoaugment)
-    num_classes = len(train_set.classes)
-    if cfg.num_classes is not None and cfg.num_classes != num_classes:
-        raise DataError(f"data.num_classes={cfg.num_classes} but {cfg.root} holds {num_classes} classes")
+    shard = {"seed": seed, "distributed": distributed, "rank": rank, "world_size": world_size}
+    if cfg.name == "imagenet":
+        return build_image_loaders(cfg, device=device, autoaugment=autoaugment, channels_last=channels_last, **shard)
+    train_set, val_set = _cifar_datasets(cfg, autoaugment)
     check_batch_fits(cfg, len(train_set), world_size)
-    kw = {"seed": seed, "device": device, "distributed": distributed, "rank": rank, "world_size": world_size}
-    train = _dataloader(train_set, cfg, train=True, **kw)
-    val = _dataloader(val_set, cfg, train=False, **kw)
-    return train, val, DataInfo(num_classes, 3, cfg.image_size, len(train_set), len(val_set))
-
-
-def _eval_batch(cfg: DataConfig) -> int:
-    return cfg.eval_batch_size or 2 * cfg.batch_size
+    train = map_loader(train_set, cfg, train=True, device=device, **shard)
+    val = map_loader(val_set, cfg, train=False, device=device, **shard)
+    return train, val, DataInfo(len(train_set.classes), 3, cfg.image_size, len(train_set), len(val_set))
 
 
 def _tensor_loaders(
@@ -318,74 +222,24 @@ def _tensor_loaders(
     train = TensorLoader(
         x_train, y_train, batch_size=cfg.batch_size, train=True, translate=cfg.translate, fill=fill, **shard
     )
-    val = TensorLoader(x_val, y_val, batch_size=_eval_batch(cfg), train=False, **shard)
+    val = TensorLoader(x_val, y_val, batch_size=eval_batch_size(cfg), train=False, **shard)
     return train, val, DataInfo(num_classes, 3, cfg.image_size, len(y_train), len(y_val))
 
 
-def _image_datasets(cfg: DataConfig, autoaugment: bool) -> tuple[Dataset, Dataset]:
+def _cifar_datasets(cfg: DataConfig, autoaugment: bool) -> tuple[Dataset, Dataset]:
+    """CIFAR with the standard float transforms (crop with padding 4 + flip), normalized in the workers."""
     from torchvision import datasets
-
-    train_tf, val_tf = _transforms(cfg, autoaugment)
-    if cfg.name == "imagenet":
-        return (
-            datasets.ImageFolder(os.path.join(cfg.root, "train"), transform=train_tf),
-            datasets.ImageFolder(os.path.join(cfg.root, "val"), transform=val_tf),
-        )
-    cls = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
-    return (
-        cls(cfg.root, train=True, download=cfg.download, transform=train_tf),
-        cls(cfg.root, train=False, download=cfg.download, transform=val_tf),
-    )
-
-
-def _transforms(cfg: DataConfig, autoaugment: bool):
-    """The paper's ImageNet transforms, or the standard CIFAR ones (crop with padding 4 + flip)."""
     from torchvision import transforms as T
 
-    size = cfg.image_size
-    if cfg.name == "imagenet":
-        mean, std, policy = IMAGENET_MEAN, IMAGENET_STD, T.AutoAugmentPolicy.IMAGENET
-        train = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
-        val = [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
-    else:
-        mean, std, policy = CIFAR_MEAN, CIFAR_STD, T.AutoAugmentPolicy.CIFAR10
-        resize = [T.Resize(size)] if size != 32 else []
-        train = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *resize]
-        val = resize
+    resize = [T.Resize(cfg.image_size)] if cfg.image_size != 32 else []
+    train = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *resize]
     if autoaugment:
-        train.append(T.AutoAugment(policy))
-    tail = [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(train + tail), T.Compose(val + tail)
-
-
-def _dataloader(
-    dataset: Dataset,
-    cfg: DataConfig,
-    *,
-    train: bool,
-    seed: int,
-    device: torch.device,
-    distributed: bool,
-    rank: int,
-    world_size: int,
-) -> DataLoader:
-    if train and distributed:
-        base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    elif train:
-        base = RandomSampler(dataset, generator=torch.Generator())
-    else:
-        base = ShardSampler(len(dataset), rank, world_size)
-    workers, batch = cfg.num_workers, cfg.batch_size if train else _eval_batch(cfg)
-    return DataLoader(
-        SeededDataset(dataset, seed, augment=train),
-        batch_size=batch,
-        sampler=EpochSampler(base, seed),
-        num_workers=workers,
-        pin_memory=device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory,
-        persistent_workers=cfg.persistent_workers and workers > 0,
-        drop_last=train and len(base) >= batch,  # a last batch of 1 breaks BatchNorm at 1x1 resolution
-        # Worker base seeds come from this generator, not the global RNG the training loop seeds per epoch.
-        generator=torch.Generator().manual_seed(seed),
+        train.append(T.AutoAugment(T.AutoAugmentPolicy.CIFAR10))
+    tail = [T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
+    cls = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
+    return (
+        cls(cfg.root, train=True, download=cfg.download, transform=T.Compose(train + tail)),
+        cls(cfg.root, train=False, download=cfg.download, transform=T.Compose(resize + tail)),
     )
 
 
@@ -393,14 +247,16 @@ def calibration_images(cfg: DataConfig, n: int, seed: int = 0) -> Tensor:
     """`n` training images for post-training quantization, as the model sees them at evaluation (no augmentation;
     ImageNet: the validation resize and crop): a fixed, seeded choice of the training split, on the CPU."""
     validate_data(cfg)
+    if cfg.name == "imagenet":
+        return image_calibration(cfg, n, seed)
     if cfg.name == "digits":
         images = load_digits_split(cfg.image_size, cfg.val_fraction, cfg.split_seed)[0]
     elif cfg.name == "synthetic":
         images = _synthetic(cfg, cfg.num_classes or SYNTHETIC_DEFAULT_CLASSES)[0]
     else:
         images = None
-        train_set = _image_datasets(cfg, autoaugment=False)[0]
-        train_set.transform = _transforms(cfg, autoaugment=False)[1]  # the evaluation transform
+        train_set, val_set = _cifar_datasets(cfg, autoaugment=False)
+        train_set.transform = val_set.transform  # the evaluation transform
     total = len(images) if images is not None else len(train_set)
     if not 1 <= n <= total:
         raise DataError(f"quant.calib_images={n} must be between 1 and the {total} training images")

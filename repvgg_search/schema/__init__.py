@@ -8,11 +8,13 @@ older schema versions and name the file and field of anything that does not fit.
 from ..files import RecordError
 from ..typed import lookup, parse, to_json
 from .blocks import (
+    DATA_WAIT_CONVENTION,
     MAC_CONVENTION,
     Agreement,
     ArchBlock,
     Complexity,
     Conversion,
+    DataWaitBlock,
     Disagreement,
     Environment,
     Export,
@@ -36,6 +38,7 @@ from .status import WRITTEN, Status
 
 __all__ = [
     "COLUMNS",
+    "DATA_WAIT_CONVENTION",
     "MAC_CONVENTION",
     "OBJECTIVES",
     "QUANT_OBJECTIVES",
@@ -46,6 +49,7 @@ __all__ = [
     "ArchBlock",
     "Complexity",
     "Conversion",
+    "DataWaitBlock",
     "Disagreement",
     "Environment",
     "Export",

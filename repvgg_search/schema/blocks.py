@@ -9,6 +9,10 @@ from ..typed import OMIT_NULL
 from .status import Status
 
 MAC_CONVENTION = "fvcore MACs (1 multiply-add = 1; conv, linear, BN and pooling counted; ReLU and adds not)"
+DATA_WAIT_CONVENTION = (
+    "host wall-clock seconds the training loop blocked on its next batch (first batch included), the slowest DDP "
+    "rank's; fractions of the training passes' wall time (steps included), all epochs of metrics.jsonl"
+)
 
 
 @dataclass(slots=True)
@@ -261,6 +265,19 @@ class PerImage:
 
 
 @dataclass(slots=True)
+class DataWaitBlock:
+    """`data_wait`: how long the training loop waited for data over the trial's epochs (`data.wait_summary`)."""
+
+    data_wait_s: float | None = None  # all epochs together
+    data_wait_frac: float | None = None  # of the epochs' training time together
+    data_wait_max_epoch_frac: float | None = None  # the worst epoch's share
+    data_bound_epochs: int | None = None  # epochs whose share was over `warn_frac`
+    epochs: int | None = None  # epochs measured
+    warn_frac: float | None = None  # the share above which an epoch is data-bound (and the log warns)
+    convention: str | None = None
+
+
+@dataclass(slots=True)
 class Weights:
     """`weights`: the files a completed trial kept (paths in its folder, or null)."""
 
@@ -296,6 +313,8 @@ class Timings:
 
     setup_s: float | None = None
     train_s: float | None = None
+    # train.compile=true: the first compiled training step of this run (tracing and compiling, plus that one step)
+    compile_s: float | None = field(default=None, metadata=OMIT_NULL)
     eval_s: float | None = None
     profile_s: float | None = None
     quant_s: float | None = None

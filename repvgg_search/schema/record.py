@@ -14,6 +14,7 @@ from .blocks import (
     ArchBlock,
     Complexity,
     Conversion,
+    DataWaitBlock,
     Environment,
     Export,
     Metrics,
@@ -52,6 +53,7 @@ class TrialRecord:
     search: Search | None = field(default=None, metadata=OMIT_NULL)
     export: Export | None = field(default=None, metadata=OMIT_NULL)
     per_image: PerImage | None = field(default=None, metadata=OMIT_NULL)
+    data_wait: DataWaitBlock | None = field(default=None, metadata=OMIT_NULL)  # absent in records before issue 22
     diverged_epoch: int | None = field(default=None, metadata=OMIT_NULL)
     epochs_done: int | None = field(
         default=None, metadata=OMIT_NULL

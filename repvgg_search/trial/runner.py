@@ -25,7 +25,7 @@ import torch
 
 from .. import checkpoints, devices, files
 from ..analysis.per_image import order_digest, write_correct
-from ..data import build_loaders
+from ..data import WAIT_WARN_FRACTION, build_loaders, wait_summary
 from ..devices import DeviceLock, resolve_device, training_environment
 from ..distributed import DistInfo, cleanup, gather_shards, init_distributed, unwrap, wrap_ddp
 from ..models import build_model
@@ -33,9 +33,11 @@ from ..profile import arch_sizes, resolve_protocol
 from ..profile.figures import speed_figure
 from ..progress import want_progress
 from ..schema import (
+    DATA_WAIT_CONVENTION,
     MAC_CONVENTION,
     ArchBlock,
     Complexity,
+    DataWaitBlock,
     Environment,
     Metrics,
     PerImage,
@@ -51,6 +53,7 @@ from ..tracking import Tracker
 from ..training import (
     build_optimizer,
     build_scheduler,
+    compile_model,
     configure_backends,
     evaluate,
     make_scaler,
@@ -209,10 +212,12 @@ class _Trial:
             rank=dist.rank,
             world_size=dist.world_size,
             autoaugment=cfg.train.autoaugment,
+            channels_last=cfg.train.channels_last and self.device.type == "cuda",  # as prepare_model: CUDA only
         )
         torch.manual_seed(cfg.seed)
         model = prepare_model(build_model(self.s.arch, seed=cfg.seed), cfg.train, self.device)  # paired across variants
         self.model = wrap_ddp(model, dist) if dist.is_distributed else model
+        self.train_model = compile_model(self.model, cfg.train)  # what the steps call; self.model stays eager
         self.optimizer = build_optimizer(model, cfg.train, cfg.data.batch_size * dist.world_size)
         self.scheduler = build_scheduler(self.optimizer, cfg.train, len(self.train_loader))
         self.scaler = make_scaler(cfg.train, self.device)
@@ -256,12 +261,12 @@ class _Trial:
             with self.lock.shared():  # a speed measurement on this device waits for the epoch to end
                 stats, val = self._epoch(epoch)
             self.epochs_done, self.final_eval = epoch + 1, val
-            row = {
-                "trial_id": self.s.trial_id,
-                "epoch": epoch + 1,
-                **_prefixed(stats, "train_"),
-                **_prefixed(val, "val_"),
-            }
+            first_step = stats.pop("first_step_s", None)  # train.compile: this run's first step compiled the model
+            if first_step is not None and self.timings.compile_s is None:
+                self.timings.compile_s = first_step
+            wait = {k: stats.pop(k) for k in ("data_wait_s", "data_wait_frac") if k in stats}
+            row = {"trial_id": self.s.trial_id, "epoch": epoch + 1, **_prefixed(stats, "train_"), **_prefixed(val, "val_"),
+                   **wait}  # fmt: skip
             if self.main:
                 self._save_checkpoint()
                 files.append_jsonl(self.dir / files.METRICS, row)
@@ -275,7 +280,7 @@ class _Trial:
         cfg = self.cfg
         try:
             stats = train_one_epoch(
-                self.model, self.train_loader, self.optimizer, self.scheduler, cfg=cfg.train, device=self.device,
+                self.train_model, self.train_loader, self.optimizer, self.scheduler, cfg=cfg.train, device=self.device,
                 epoch=epoch, seed=cfg.seed, scaler=self.scaler, progress=self.progress and self.main, log=_log.info,
             )  # fmt: skip
         except FloatingPointError as exc:  # a non-finite training loss
@@ -293,7 +298,8 @@ class _Trial:
         _log.warning("trial %s: %s (a result: status diverged, last finite metrics kept)", self.s.trial_id, exc)
         if not self.main:
             return TrialRecord(trial_id=self.s.trial_id, status=Status.DIVERGED)
-        return self._write(Status.DIVERGED, error=str(exc), diverged_epoch=exc.epoch, metrics=metrics)
+        return self._write(Status.DIVERGED, error=str(exc), diverged_epoch=exc.epoch, metrics=metrics,
+                           data_wait=self._data_wait())  # fmt: skip
 
     # -- the end of a trial -----------------------------------------------------------------------------------
     def _finish(self) -> TrialRecord:
@@ -309,7 +315,7 @@ class _Trial:
         if not self.main:
             return TrialRecord(trial_id=self.s.trial_id, status=Status.COMPLETED)
         done = {"metrics": self._metrics(forms), "resumes": self.resumes, "conversion": forms.conversion,
-                "per_image": per_image}  # fmt: skip
+                "per_image": per_image, "data_wait": self._data_wait()}  # fmt: skip
         if not forms.passed:  # the training is kept (checkpoint, metrics): a rerun gates again without training
             gate = forms.conversion.gate
             error = (
@@ -384,6 +390,14 @@ class _Trial:
 
     def _speed_dir(self) -> Path:
         return Path(self.cfg.speed_dir) if self.cfg.speed_dir else self.dir / "speed"
+
+    def _data_wait(self) -> DataWaitBlock | None:
+        """The data-wait summary over every epoch in metrics.jsonl (resumed runs' epochs included); None without."""
+        rows = [r for r in files.read_jsonl(self.dir / files.METRICS) if "data_wait_s" in r]
+        summary = wait_summary((r["data_wait_s"], r["train_seconds"]) for r in rows)
+        if not summary:
+            return None
+        return DataWaitBlock(**summary, epochs=len(rows), warn_frac=WAIT_WARN_FRACTION, convention=DATA_WAIT_CONVENTION)
 
     def _last_row(self) -> dict:
         rows = files.read_jsonl(self.dir / files.METRICS)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..config import TrialConfig, to_arch
-from ..data import expected_num_classes
+from ..data import READ_FIELDS, expected_num_classes
 from ..deploy.quant import reference_device
 from ..deploy.quant_protocols import QuantError, protocol_of_config
 from ..devices import resolve_device
@@ -29,7 +29,12 @@ from .gate import validate_gate
 _log = logging.getLogger(__name__)
 
 # Fields that change where or how fast data is read, not what a trial computes: left out of the trial id.
-NOT_IN_ID = {"data": {"root", "download", "num_workers", "pin_memory", "persistent_workers", "eval_batch_size"}}
+# How images are read (decoder, storage format, JPEG draft mode, shuffle buffer: data.READ_FIELDS) is one of them.
+# train.compile changes how the steps run (inductor kernels), not the recipe: a trial resumes across it.
+NOT_IN_ID = {
+    "data": {"root", "download", "num_workers", "pin_memory", "persistent_workers", "eval_batch_size"} | READ_FIELDS,
+    "train": {"log_interval", "compile"},
+}
 
 
 KEEP = ("all", "deploy", "none")  # keep_checkpoint: what a completed trial keeps on disk
@@ -124,7 +129,7 @@ def trial_id(config: dict[str, Any], arch: ArchConfig) -> str:
     content = {
         "arch": arch.identity(),
         "data": {k: v for k, v in config["data"].items() if k not in NOT_IN_ID["data"]},
-        "train": {k: v for k, v in config["train"].items() if k != "log_interval"},
+        "train": {k: v for k, v in config["train"].items() if k not in NOT_IN_ID["train"]},
         "seed": config["seed"],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()
