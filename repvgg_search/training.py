@@ -283,19 +283,7 @@ def train_one_epoch(
             out = model(x)
             target = soft_targets(y, perm, lam, out.shape[1]) if cfg.mixup_alpha > 0 else y
             loss = criterion(out.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        else:
-            loss.backward()
-        if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        _backward_and_step(model, loss, optimizer, scaler, cfg.grad_clip)
         scheduler.step()  # per iteration
         loss_sum += loss.detach() * y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
@@ -316,6 +304,29 @@ def train_one_epoch(
     if cfg.compile:
         result["first_step_s"] = first_step_s
     return result | _data_wait(loader, result["seconds"], epoch, device)
+
+
+def _backward_and_step(
+    model: nn.Module,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    grad_clip: float | None,
+) -> None:
+    """One optimizer step from `loss`: backward (scaled under fp16), gradient clipping, step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    else:
+        loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def _data_wait(loader, seconds: float, epoch: int, device: torch.device) -> dict[str, float]:
