@@ -65,6 +65,11 @@ SWEEP = [
     (["+sweep=width_search", "search.n_trials=0"], "search.n_trials=0 must be >= 1"),
     (["+sweep=width_search", "search.objectives=[int8_top1,int8_images_per_s]"], "add quant.ptq=true"),
     (["+sweep=width_search", "++search.smapler=tpe"], "smapler"),
+    # names that become folders are safe slugs: never outside outputs/sweeps, never outputs/sweeps itself (issue 23)
+    (["+sweep=ablation", "sweep.name=../../x"], "sweep.name='../../x' becomes a folder name and must match"),
+    (["+sweep=ablation", "sweep.name="], "sweep.name='' becomes a folder name and must match"),
+    (["+sweep=ablation", "sweep.name=" + "n" * 300], "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
+    (["+sweep=width_search", "sweep.name=a/b"], "sweep.name='a/b' becomes a folder name"),
 ]
 PROFILE = [
     (["model=b7"], "Could not find 'model/b7'"),
@@ -160,6 +165,7 @@ def test_profile_refuses_every_bad_checkpoint(tmp_path):
         (lambda m, d: create_model("a0", use_se="yes"), "use_se must be true or false"),
         (lambda m, d: reparameterize_model(nn.Linear(2, 2)), "takes a model built by this package"),
         (lambda m, d: create_model("a0", variant={"name": "x", "bn": ["1x1"], "branches": ["3x3"]}), "variant.bn"),
+        (lambda m, d: create_model("a0", variant={"name": "../x", "post_bn": True}), "variant.name='../x' becomes"),
     ],
 )
 def test_the_python_api_refuses_with_bad_input_errors(tmp_path, call, message):

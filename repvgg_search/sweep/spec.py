@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import CONF_DIR, TrialConfig
-from ..errors import BadInputError
+from ..errors import BadInputError, check_slug
 from .folder import SweepFolder
 
 ACTIONS = ("run", "status", "collect", "cancel")
@@ -84,6 +84,7 @@ def validate_spec(cfg: DictConfig) -> None:
     spec = cfg.sweep
     if spec.name is None:
         raise SweepError(f"no sweep selected: add +sweep=NAME; available: {', '.join(available_sweeps())}")
+    check_slug(spec.name, "sweep.name", SweepError)  # outputs/sweeps/<name>: never outside, never the parent itself
     if spec.kind not in KINDS:
         raise SweepError(f"sweep.kind={spec.kind!r} is unknown; allowed: {', '.join(KINDS)}")
     check_action(spec.action)
