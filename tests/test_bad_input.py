@@ -47,6 +47,9 @@ TRAIN = [
     (["quant.calib_images=0"], "quant.calib_images=0 must be an integer >= 1"),
     (["quant.speed=fastest"], "quant.speed='fastest' is unknown; allowed: none, cpu"),
     (["speed.runtime=tensorrt"], "speed.runtime='tensorrt' is not allowed; allowed: eager, compile, onnxruntime"),
+    # refused before the first epoch, not after the training (issue 23)
+    (["quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be between 1 and the 1438"),
+    (["speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on the CPU in float32"),
 ]
 SWEEP = [
     (["+sweep=nope"], "Could not find 'sweep/nope'"),
@@ -70,6 +73,8 @@ SWEEP = [
     (["+sweep=ablation", "sweep.name="], "sweep.name='' becomes a folder name and must match"),
     (["+sweep=ablation", "sweep.name=" + "n" * 300], "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
     (["+sweep=width_search", "sweep.name=a/b"], "sweep.name='a/b' becomes a folder name"),
+    (["+sweep=ablation", "quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be"),
+    (["+sweep=ablation", "speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on"),
 ]
 PROFILE = [
     (["model=b7"], "Could not find 'model/b7'"),
