@@ -50,6 +50,7 @@ TRAIN = [
     # refused before the first epoch, not after the training (issue 23)
     (["quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be between 1 and the 1438"),
     (["speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on the CPU in float32"),
+    (["data.image_size=4096"], "data.image_size=4096 is above the largest allowed, 1024 px"),
 ]
 SWEEP = [
     (["+sweep=nope"], "Could not find 'sweep/nope'"),
@@ -75,6 +76,8 @@ SWEEP = [
     (["+sweep=width_search", "sweep.name=a/b"], "sweep.name='a/b' becomes a folder name"),
     (["+sweep=ablation", "quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be"),
     (["+sweep=ablation", "speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on"),
+    (["+sweep=ablation", "sweep.seeds=1000000000", "sweep.dry_run=true"], "the sweep plans 11000000000 trials"),
+    (["+sweep=ablation", "++sweep.axes={data.image_size:[32,2048]}"], "data.image_size=2048 is above"),
 ]
 PROFILE = [
     (["model=b7"], "Could not find 'model/b7'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from .folder import SweepFolder
 ACTIONS = ("run", "status", "collect", "cancel")
 KINDS = ("grid", "search")
 SWEEPS_DIR = CONF_DIR / "sweep"
+# The most trials one grid sweep may plan: each is validated and written out before anything is submitted, at
+# about 1 ms and a few kB each, so 100 000 is minutes and hundreds of MB; beyond that, split the sweep.
+MAX_TRIALS = 100_000
 
 
 class SweepError(BadInputError):
@@ -101,6 +105,13 @@ def validate_spec(cfg: DictConfig) -> None:
         raise SweepError(
             f"sweep.seeds={spec.seeds} and sweep.axes.seed={list(axes['seed'])} both give the seeds: keep one "
             f"(sweep.seeds=N means seeds 0..N-1; axes.seed lists them)"
+        )
+    planned = math.prod(len(v) for v in axes.values()) * (spec.seeds or 1)
+    if spec.kind == "grid" and planned > MAX_TRIALS:
+        raise SweepError(
+            f"the sweep plans {planned} trials (sweep.axes {', '.join(f'{k}: {len(v)}' for k, v in axes.items())}"
+            f"{f', sweep.seeds: {spec.seeds}' if spec.seeds else ''}); at most {MAX_TRIALS} are allowed: split it "
+            "into several sweeps (sweep.name) or reduce sweep.seeds / sweep.axes"
         )
     if spec.retries < 0 or spec.poll_s <= 0 or spec.max_wait_h <= 0:
         raise SweepError("sweep.retries must be >= 0, sweep.poll_s and sweep.max_wait_h > 0")
