@@ -51,6 +51,10 @@ TRAIN = [
     (["quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be between 1 and the 1438"),
     (["speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on the CPU in float32"),
     (["data.image_size=4096"], "data.image_size=4096 is above the largest allowed, 1024 px"),
+    # Hydra's type errors name the key; the allowed values follow (issue 23)
+    (["quant.ptq=maybe"], "quant.ptq takes true or false"),
+    (["keep_checkpoint=[a,b]"], "keep_checkpoint takes one of: all, deploy, none"),
+    (["speed.dtype=[x]"], "speed.dtype takes one of: float32, float16, bfloat16, float64"),
 ]
 SWEEP = [
     (["+sweep=nope"], "Could not find 'sweep/nope'"),
@@ -77,6 +81,8 @@ SWEEP = [
     (["+sweep=ablation", "quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be"),
     (["+sweep=ablation", "speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on"),
     (["+sweep=ablation", "sweep.seeds=1000000000", "sweep.dry_run=true"], "the sweep plans 11000000000 trials"),
+    (["+sweep=ablation", "sweep.dry_run=perhaps"], "sweep.dry_run takes true or false"),
+    (["+sweep=ablation", "sweep.action=[run]"], "sweep.action takes one of: run, status, collect, cancel"),
     (["+sweep=ablation", "++sweep.axes={data.image_size:[32,2048]}"], "data.image_size=2048 is above"),
 ]
 PROFILE = [
