@@ -81,9 +81,67 @@ def hydra_entry(
             except SystemExit as exit_:
                 # Hydra reports a command line it cannot compose (already printed) with status 1, before the task.
                 if exit_.code == 1 and not started["task"]:
+                    for hint in allowed_hints(args):  # Hydra's type error names the key; this adds what it takes
+                        print(hint, file=sys.stderr)
                     sys.exit(EXIT_BAD_INPUT)
                 raise
 
         return main
 
     return wrap
+
+
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")  # what OmegaConf converts to a bool
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """The config keys whose values are a fixed set, from the modules that check them (one list each)."""
+    from .data.config import DATASETS
+    from .deploy.quant import CALIBRATIONS
+    from .profile.protocols import DTYPES, PROTOCOLS, RUNTIMES
+    from .sweep.spec import ACTIONS, KINDS
+    from .tracking import MODES
+    from .training import AMP_MODES
+    from .trial.gate import GATE_DTYPES
+    from .trial.settings import KEEP
+
+    return {
+        "keep_checkpoint": KEEP, "data.name": DATASETS, "quant.calibrate": CALIBRATIONS, "speed.dtype": tuple(DTYPES),
+        "speed.runtime": RUNTIMES, "tracking.mode": MODES, "train.amp": AMP_MODES, "gate.dtype": tuple(GATE_DTYPES),
+        "quant.speed": ("none", *PROTOCOLS), "sweep.action": ACTIONS, "sweep.kind": KINDS,
+    }  # fmt: skip
+
+
+def allowed_hints(args: list[str]) -> list[str]:
+    """For each `key=value` override whose value the schema cannot take, one line naming the values it takes:
+    the key's fixed choices, or true/false for a boolean field of the trial or sweep schema."""
+    from .config import TrialConfig
+    from .sweep.spec import SweepSpec
+
+    known, hints = choices(), []
+    for arg in args:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        if not eq:
+            continue
+        if key in known and value not in known[key]:
+            hints.append(f"note: {key} takes one of: {', '.join(known[key])}")
+        if key.startswith("sweep."):
+            schema, key_there = SweepSpec, key.removeprefix("sweep.")
+        else:
+            schema, key_there = TrialConfig, key
+        if key not in known and _field_type(schema, key_there) is bool and value.lower() not in BOOL_WORDS:
+            hints.append(f"note: {key} takes true or false")
+    return hints
+
+
+def _field_type(schema: type, key: str) -> Any:
+    """The annotated type of a dotted key in a dataclass schema (None when the key is not a field there)."""
+    import dataclasses
+    import typing
+
+    kind: Any = schema
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(kind):
+            return None
+        kind = typing.get_type_hints(kind).get(part)
+    return kind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,3 +35,18 @@ def check_int(value: Any, key: str, minimum: int, note: str = "", error: type[Ba
     """Refuse `value` (as `error`, naming `key`) unless it is an integer, not a bool, and >= `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise error(f"{key}={value!r} must be an integer >= {minimum}" + (f" ({note})" if note else ""))
+
+
+# Names that become folder names (sweep.name, variant.name): a leading letter or digit (so never `.`, `..` or a
+# hidden file), then letters, digits, `.`, `_`, `-`; no separator, so the folder stays where the project puts it.
+SLUG_RULE = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_SLUG = re.compile(SLUG_RULE)
+
+
+def check_slug(value: Any, key: str, error: type[BadInputError] = BadInputError) -> None:
+    """Refuse `value` (as `error`, naming `key` and the rule) unless it is a safe folder name (`SLUG_RULE`)."""
+    if not isinstance(value, str) or _SLUG.fullmatch(value) is None:
+        raise error(
+            f"{key}={value!r} becomes a folder name and must match {SLUG_RULE} (a letter or digit, then up to 63 "
+            "letters, digits, '.', '_' or '-')"
+        )

@@ -47,6 +47,14 @@ TRAIN = [
     (["quant.calib_images=0"], "quant.calib_images=0 must be an integer >= 1"),
     (["quant.speed=fastest"], "quant.speed='fastest' is unknown; allowed: none, cpu"),
     (["speed.runtime=tensorrt"], "speed.runtime='tensorrt' is not allowed; allowed: eager, compile, onnxruntime"),
+    # refused before the first epoch, not after the training (issue 23)
+    (["quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be between 1 and the 1438"),
+    (["speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on the CPU in float32"),
+    (["data.image_size=4096"], "data.image_size=4096 is above the largest allowed, 1024 px"),
+    # Hydra's type errors name the key; the allowed values follow (issue 23)
+    (["quant.ptq=maybe"], "quant.ptq takes true or false"),
+    (["keep_checkpoint=[a,b]"], "keep_checkpoint takes one of: all, deploy, none"),
+    (["speed.dtype=[x]"], "speed.dtype takes one of: float32, float16, bfloat16, float64"),
 ]
 SWEEP = [
     (["+sweep=nope"], "Could not find 'sweep/nope'"),
@@ -65,6 +73,17 @@ SWEEP = [
     (["+sweep=width_search", "search.n_trials=0"], "search.n_trials=0 must be >= 1"),
     (["+sweep=width_search", "search.objectives=[int8_top1,int8_images_per_s]"], "add quant.ptq=true"),
     (["+sweep=width_search", "++search.smapler=tpe"], "smapler"),
+    # names that become folders are safe slugs: never outside outputs/sweeps, never outputs/sweeps itself (issue 23)
+    (["+sweep=ablation", "sweep.name=../../x"], "sweep.name='../../x' becomes a folder name and must match"),
+    (["+sweep=ablation", "sweep.name="], "sweep.name='' becomes a folder name and must match"),
+    (["+sweep=ablation", "sweep.name=" + "n" * 300], "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
+    (["+sweep=width_search", "sweep.name=a/b"], "sweep.name='a/b' becomes a folder name"),
+    (["+sweep=ablation", "quant.ptq=true", "quant.calib_images=100000000"], "quant.calib_images=100000000 must be"),
+    (["+sweep=ablation", "speed.runtime=onnxruntime", "speed.dtype=float16"], "speed.runtime=onnxruntime runs on"),
+    (["+sweep=ablation", "sweep.seeds=1000000000", "sweep.dry_run=true"], "the sweep plans 11000000000 trials"),
+    (["+sweep=ablation", "sweep.dry_run=perhaps"], "sweep.dry_run takes true or false"),
+    (["+sweep=ablation", "sweep.action=[run]"], "sweep.action takes one of: run, status, collect, cancel"),
+    (["+sweep=ablation", "++sweep.axes={data.image_size:[32,2048]}"], "data.image_size=2048 is above"),
 ]
 PROFILE = [
     (["model=b7"], "Could not find 'model/b7'"),
@@ -160,6 +179,7 @@ def test_profile_refuses_every_bad_checkpoint(tmp_path):
         (lambda m, d: create_model("a0", use_se="yes"), "use_se must be true or false"),
         (lambda m, d: reparameterize_model(nn.Linear(2, 2)), "takes a model built by this package"),
         (lambda m, d: create_model("a0", variant={"name": "x", "bn": ["1x1"], "branches": ["3x3"]}), "variant.bn"),
+        (lambda m, d: create_model("a0", variant={"name": "../x", "post_bn": True}), "variant.name='../x' becomes"),
     ],
 )
 def test_the_python_api_refuses_with_bad_input_errors(tmp_path, call, message):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import check_slug
 from ..presets import changed_label, load_presets
 from .errors import ArchError
 
@@ -136,8 +137,7 @@ def _validate(spec: BlockSpec) -> None:
     for flag in ("post_bn", "relu_in_branches"):
         if not isinstance(getattr(spec, flag), bool):
             raise ArchError(f"variant.{flag} must be true or false, got {getattr(spec, flag)!r}")
-    if not isinstance(spec.name, str) or not spec.name:
-        raise ArchError(f"variant.name must be a non-empty string, got {spec.name!r}")
+    check_slug(spec.name, "variant.name", ArchError)  # part of the default trial folder's name
 
 
 def _one_of_each(field_name: str, values: tuple, allowed: tuple) -> None:

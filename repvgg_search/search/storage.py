@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from .settings import SearchError, SearchSettings
@@ -72,6 +73,7 @@ def make_storage(storage: str, s: SearchSettings) -> optuna.storages.BaseStorage
         retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_retry)
         if not is_rdb_url(storage):
             Path(storage).parent.mkdir(parents=True, exist_ok=True)
+            repair_journal(Path(storage))
             return HeartbeatJournalStorage(storage, s.heartbeat_interval, s.grace_period, retry)
         connect = {"connect_args": {"connect_timeout": 10}} if storage.startswith("postgresql") else {}
         return RDBStorage(
@@ -87,6 +89,7 @@ def check_storage(storage: str, s: SearchSettings) -> None:
     """Open the storage once (an RDB: connect, create the tables), so that a bad URL fails before any worker."""
     if not is_rdb_url(storage):
         _check_writable(Path(storage).parent)
+        repair_journal(Path(storage))
         return
     if storage.startswith("sqlite"):
         _log.warning("search.storage is SQLite: not recommended for parallel workers (use PostgreSQL or the journal)")
@@ -96,6 +99,53 @@ def check_storage(storage: str, s: SearchSettings) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SearchError(f"search.storage={mask_url(storage)} cannot be used: {first}") from None
     opened.engine.dispose()
+
+
+def repair_journal(path: Path) -> None:
+    """Drop a torn last record of an Optuna journal file, or refuse a journal torn anywhere else.
+
+    Optuna's JournalFileBackend.read_logs skips a last line that lacks its newline or is not JSON (a write cut
+    short by a kill or a full disk), but its append_logs then writes the next record onto that line, and from then
+    on every read raises JSONDecodeError. So the torn tail is cut off here, before Optuna opens the file: exactly
+    the bytes Optuna never read, so the study it sees is unchanged. A bad line with records after it is what Optuna
+    itself refuses to read: refused in one line naming the file and the fix. Runs under Optuna's own journal lock
+    (JournalFileSymlinkLock, the backend's default), so no writer is mid-append meanwhile.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()  # a journal is small: a few hundred bytes a record
+        lines = data.splitlines(keepends=True)
+        offset = 0
+        for number, line in enumerate(lines, start=1):
+            if not _whole_record(line):
+                if number < len(lines):
+                    raise SearchError(
+                        f"{path}: record {number} (at byte {offset}) is torn and {len(lines) - number} record(s) "
+                        f"follow it, so Optuna cannot read the study; restore the file from a copy, or keep the "
+                        f"records before it with `truncate -s {offset} {path}`"
+                    )
+                os.truncate(path, offset)
+                _log.warning(
+                    "%s: dropped a torn last record (%d bytes at byte %d, a write cut short); the study continues "
+                    "from the %d whole records before it",
+                    path, len(line), offset, number - 1,
+                )  # fmt: skip
+            offset += len(line)
+    finally:
+        lock.release()
+
+
+def _whole_record(line: bytes) -> bool:
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+    return True
 
 
 def _check_writable(folder: Path) -> None:

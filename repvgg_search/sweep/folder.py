@@ -68,13 +68,12 @@ class SweepFolder:
         digest = definition_hash(trial_ids, identity)
         existing = self.read_definition()
         if existing is not None:
-            if existing.get("definition_hash") != digest:
-                common = len(set(existing.get("trial_ids", [])) & set(trial_ids))
+            drift = definition_drift(existing, name, kind, trial_ids, identity)
+            if drift:
                 raise SweepFolderError(
                     f"sweep folder {self.root} holds another definition of sweep {existing.get('name')!r} "
-                    f"({len(existing.get('trial_ids', []))} trials, {common} in common with this one); its results "
-                    f"are kept untouched. Rerun with the same settings to resume it, or use "
-                    f"sweep.dir={self.root.parent / (self.root.name + '-' + digest[:8])} for this definition"
+                    f"({'; '.join(drift)}); its results are kept untouched. Rerun with the same settings to resume "
+                    f"it, or use sweep.dir={self.root.parent / (self.root.name + '-' + digest[:8])} for this definition"
                 )
             return True
         self.root.mkdir(parents=True, exist_ok=True)
@@ -85,6 +84,7 @@ class SweepFolder:
             "definition_hash": digest,
             "trial_ids": trial_ids,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({} if identity is None else {"identity": identity}),
             **(extra or {}),
         }
         files.write_json(self.root / SWEEP_JSON, definition)
@@ -186,3 +186,37 @@ def definition_hash(trial_ids: list[str], identity: Any = None) -> str:
     not change it)."""
     content = sorted(trial_ids) if identity is None else {"trials": sorted(trial_ids), "identity": identity}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def definition_drift(
+    existing: dict[str, Any], name: str, kind: str, trial_ids: list[str], identity: Any = None
+) -> list[str]:
+    """How a folder's stored `sweep.json` differs from this definition (empty: the same). A grid's stored trial ids
+    are compared themselves, not only the stored hash, so that an edited `sweep.json` is caught too (a search's
+    definition, `search_definition`, is compared by search.driver.claim_search_folder)."""
+    drift = [
+        f"{key} {there!r} there, {here!r} here"
+        for key, there, here in (("name", existing.get("name"), name), ("kind", existing.get("kind"), kind))
+        if there != here
+    ]
+    if existing.get("identity") != identity:  # e.g. another sequential design: its verdicts would differ
+        drift.append(f"its design {existing.get('identity')!r} there, {identity!r} here")
+    if kind == "search":  # a search's trial_ids list the trials it has so far; search_definition is its identity
+        return drift
+    stored = existing.get("trial_ids")
+    if not isinstance(stored, list) or not all(isinstance(t, str) for t in stored):
+        return [*drift, f"its trial_ids={stored!r} is not a list of trial ids"]
+    if existing.get("definition_hash") != definition_hash(stored, existing.get("identity")):
+        drift.append("its trial_ids no longer give its definition_hash: sweep.json was edited")
+    gone, new = sorted(set(stored) - set(trial_ids)), sorted(set(trial_ids) - set(stored))
+    if gone or new:
+        common = len(set(stored) & set(trial_ids))
+        drift.append(
+            f"{len(stored)} trials there, {len(trial_ids)} here, {common} in common; only there: "
+            f"{_few(gone)}; only here: {_few(new)}"
+        )
+    return drift
+
+
+def _few(ids: list[str], shown: int = 3) -> str:
+    return (", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")) or "none"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..analysis.sequential import SequentialDesign
 from ..config import CONF_DIR, TrialConfig
-from ..errors import BadInputError
+from ..errors import BadInputError, check_slug
 from .folder import SweepFolder
 
 ACTIONS = ("run", "status", "collect", "cancel")
 KINDS = ("grid", "search")
 SWEEPS_DIR = CONF_DIR / "sweep"
+# The most trials one grid sweep may plan: each is validated and written out before anything is submitted, at
+# about 1 ms and a few kB each, so 100 000 is minutes and hundreds of MB; beyond that, split the sweep.
+MAX_TRIALS = 100_000
 
 
 class SweepError(BadInputError):
@@ -92,6 +96,7 @@ def validate_spec(cfg: DictConfig) -> None:
     spec = cfg.sweep
     if spec.name is None:
         raise SweepError(f"no sweep selected: add +sweep=NAME; available: {', '.join(available_sweeps())}")
+    check_slug(spec.name, "sweep.name", SweepError)  # outputs/sweeps/<name>: never outside, never the parent itself
     if spec.kind not in KINDS:
         raise SweepError(f"sweep.kind={spec.kind!r} is unknown; allowed: {', '.join(KINDS)}")
     check_action(spec.action)
@@ -109,8 +114,15 @@ def validate_spec(cfg: DictConfig) -> None:
             f"sweep.seeds={spec.seeds} and sweep.axes.seed={list(axes['seed'])} both give the seeds: keep one "
             f"(sweep.seeds=N means seeds 0..N-1; axes.seed lists them)"
         )
-    if spec.sequential:
-        _check_sequential(spec, axes)
+    planned = math.prod(len(v) for v in axes.values()) * (
+        spec.seeds or (max(spec.max_seeds or 0, *spec.seed_schedule) if spec.sequential else 1)
+    )
+    if spec.kind == "grid" and planned > MAX_TRIALS:
+        raise SweepError(
+            f"the sweep plans {planned} trials (sweep.axes {', '.join(f'{k}: {len(v)}' for k, v in axes.items())}"
+            f"{f', sweep.seeds: {spec.seeds}' if spec.seeds else ''}); at most {MAX_TRIALS} are allowed: split it "
+            "into several sweeps (sweep.name) or reduce sweep.seeds / sweep.axes"
+        )
     if spec.retries < 0 or spec.poll_s <= 0 or spec.max_wait_h <= 0:
         raise SweepError("sweep.retries must be >= 0, sweep.poll_s and sweep.max_wait_h > 0")
 

@@ -55,6 +55,22 @@ def _checkpoint_model(path: Path) -> dict[str, torch.Tensor]:
         raise BadInputError(f"{path} cannot be used as a training checkpoint: {type(exc).__name__}") from None
 
 
+# What a completed record must hold for its model to be rebuilt: its blocks, and the config sections of the network.
+NEEDED_BLOCKS = ("arch", "config", "metrics")
+NEEDED_CONFIG = ("model", "variant", "data")
+
+
+def _check_complete(record: TrialRecord, where: Path) -> None:
+    """A completed record that lacks a block (an edited or foreign file) is bad input naming the file and field;
+    read_record has already checked the types and the schema version of what is there."""
+    for name in NEEDED_BLOCKS:
+        if getattr(record, name) is None:
+            raise BadInputError(f"{where}: field {name!r} is missing; a completed trial record holds it")
+    for name in NEEDED_CONFIG:
+        if not isinstance(record.config.get(name), dict):
+            raise BadInputError(f"{where}: field 'config.{name}' is missing; a completed trial record holds it")
+
+
 def from_trial(path: str | Path, form: str = "deploy", device: str | torch.device = "cpu") -> TrialModel:
     """Load a finished trial's model with its architecture and record, ready to use (eval mode).
 
@@ -70,6 +86,7 @@ def from_trial(path: str | Path, form: str = "deploy", device: str | torch.devic
         raise BadInputError(f"{path} holds no trial record ({files.RESULT}); give a trial folder")
     if record.status is not Status.COMPLETED:
         raise BadInputError(f"trial {record.trial_id} in {path} is {record.status.value!r}, not completed")
+    _check_complete(record, path / files.RESULT)
     arch = trial_arch(record)
     model = build_model(arch)
     if form == "deploy":

@@ -13,13 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..config import TrialConfig, to_arch
-from ..data import READ_FIELDS, expected_num_classes
+from ..data import READ_FIELDS, expected_num_classes, known_train_size
 from ..deploy.quant import reference_device
 from ..deploy.quant_protocols import QuantError, protocol_of_config
 from ..devices import resolve_device
 from ..errors import BadInputError, check_int
 from ..models import ArchConfig
 from ..profile.protocols import PROTOCOLS, resolve_protocol
+from ..profile.speed import check_runtime
 from ..tracking import validate_tracking
 from ..training import (
     validate_train,
@@ -108,11 +109,19 @@ def _validate_run(cfg: TrialConfig) -> None:
         raise BadInputError(f"seed={cfg.seed} must be an integer in [0, 2**63): it seeds torch and the data order")
     if cfg.threads is not None and cfg.threads < 1:
         raise BadInputError(f"threads={cfg.threads} must be >= 1, or null for torch's default")
-    resolve_protocol(dataclasses.asdict(cfg.speed), resolve_device(cfg.device))  # refuses bad speed fields
+    device = resolve_device(cfg.device)
+    # Refused here, not after training: bad speed fields, and a runtime the device or dtype cannot run.
+    check_runtime(resolve_protocol(dataclasses.asdict(cfg.speed), device), device)
     validate_gate(cfg.gate)
-    protocol_of_config(cfg.quant)  # refuses an unknown protocol or field value by key
+    protocol = protocol_of_config(cfg.quant)  # refuses an unknown protocol or field value by key
     reference_device(cfg.quant.reference_device)
     check_int(cfg.quant.layer_images, "quant.layer_images", 0, "0: no per-layer analysis", QuantError)
+    train_size = known_train_size(cfg.data)
+    if cfg.quant.ptq and train_size is not None and protocol.calib_images > train_size:
+        raise BadInputError(
+            f"quant.calib_images={protocol.calib_images} must be between 1 and the {train_size} training images of "
+            f"data.name={cfg.data.name} (the calibration images are drawn from the training split)"
+        )
     if cfg.quant.speed != "none" and cfg.quant.speed not in PROTOCOLS:
         raise BadInputError(f"quant.speed={cfg.quant.speed!r} is unknown; allowed: none, {', '.join(PROTOCOLS)}")
     if cfg.keep_checkpoint not in KEEP:
