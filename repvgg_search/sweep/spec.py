@@ -114,9 +114,10 @@ def validate_spec(cfg: DictConfig) -> None:
             f"sweep.seeds={spec.seeds} and sweep.axes.seed={list(axes['seed'])} both give the seeds: keep one "
             f"(sweep.seeds=N means seeds 0..N-1; axes.seed lists them)"
         )
-    planned = math.prod(len(v) for v in axes.values()) * (
-        spec.seeds or (max(spec.max_seeds or 0, *spec.seed_schedule) if spec.sequential else 1)
-    )
+    if spec.sequential:
+        _check_sequential(spec, axes)
+    seeds = spec.seeds or (design_of(spec).looks()[-1] if spec.sequential else 1)  # a sequential sweep plans its budget
+    planned = math.prod(len(v) for v in axes.values()) * seeds
     if spec.kind == "grid" and planned > MAX_TRIALS:
         raise SweepError(
             f"the sweep plans {planned} trials (sweep.axes {', '.join(f'{k}: {len(v)}' for k, v in axes.items())}"
