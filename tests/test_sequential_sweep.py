@@ -162,9 +162,10 @@ def test_another_design_in_the_same_folder_is_refused(tmp_path: Path):
 
     folder = SweepFolder(tmp_path / "seq")
     ids = ["a", "b"]
-    assert folder.claim("ablation", "grid", ids, identity={"margin": 0.5}) is False
+    design = {"margin": 0.5, "schedule": (3, 5, 8)}  # a tuple, as dataclasses.asdict gives it; JSON stores a list
+    assert folder.claim("ablation", "grid", ids, identity=design) is False
     before = (tmp_path / "seq" / "sweep.json").read_bytes()
-    assert folder.claim("ablation", "grid", ids, identity={"margin": 0.5}) is True  # same design: resumes
-    with pytest.raises(SweepFolderError, match="holds another definition"):
-        folder.claim("ablation", "grid", ids, identity={"margin": 1.0})
+    assert folder.claim("ablation", "grid", ids, identity=design) is True  # same design: resumes
+    with pytest.raises(SweepFolderError, match="holds another definition.*its design"):
+        folder.claim("ablation", "grid", ids, identity={**design, "margin": 1.0})
     assert (tmp_path / "seq" / "sweep.json").read_bytes() == before

@@ -65,6 +65,7 @@ class SweepFolder:
         Returns True when the folder already existed (the sweep resumes). Raises SweepFolderError, touching
         nothing, when it holds a different definition.
         """
+        identity = None if identity is None else json.loads(json.dumps(identity, default=str))  # as stored
         digest = definition_hash(trial_ids, identity)
         existing = self.read_definition()
         if existing is not None:
