@@ -261,7 +261,7 @@ def test_from_trial_gives_the_deploy_form_that_was_measured(finished: Path):
     assert taken.form == "deploy" and taken.model.deploy and not taken.model.training
     assert taken.arch.widths == tuple(taken.record.arch.widths) and taken.input_size == (3, 32, 32)
     settings = settings_from_config(taken.record.config)
-    _, val_loader, _ = build_loaders(settings.data, device="cpu", seed=settings.seed)
+    _, val_loader, _ = build_loaders(settings.cfg.data, device="cpu", seed=settings.cfg.seed)
     top1 = evaluate(taken.model, val_loader, device="cpu")["top1"]
     assert top1 == pytest.approx(taken.record.metrics.deploy_top1, abs=1e-9)
     with pytest.raises(BadInputError, match="keep_checkpoint=all"):
