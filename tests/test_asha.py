@@ -27,6 +27,7 @@ from repvgg_search.search.asha import (
     closed_rungs,
     continues,
     crowding_distances,
+    epochs_per_candidate,
     next_level,
     next_promotion,
     nondominated_fronts,
@@ -34,6 +35,7 @@ from repvgg_search.search.asha import (
     quota,
     rank,
     rung_levels,
+    rung_recipe,
 )
 from repvgg_search.search.rung_table import (
     DUPLICATE,
@@ -102,6 +104,18 @@ def test_ladder_and_default_min_epochs():
     assert LADDER.next_level(0) == 1 and LADDER.next_level(1) == 3 and LADDER.next_level(3) == 9
     with pytest.raises(FidelityError, match="search.eta=0"):
         Ladder.of(None, 0, 18, ["top1"], ["maximize"])
+
+
+def test_rung_recipe_and_epochs_per_candidate():
+    assert rung_recipe(9, 0.5, 1) == {"epochs": 1, "warmup_epochs": 0.5}  # what rung_correlation.py measured
+    assert rung_recipe(120, 5.0, 3) == {"epochs": 3, "warmup_epochs": pytest.approx(0.125)}  # 5 x 3 / 120
+    assert rung_recipe(9, 0.5, 9) == {"epochs": 9, "warmup_epochs": 0.5}  # the last level is the full recipe
+    # eta 3, rungs 1 and 3 of 9: budgeted 1 + 3/3 + 9/9 = 3; continued 1 + 2/3 + 6/9 = 2.33 (rung-1 budgets)
+    assert epochs_per_candidate([1, 3], 9, 3) == pytest.approx(3.0)
+    assert epochs_per_candidate([1, 3], 9, 3, "continued") == pytest.approx(7 / 3)
+    assert epochs_per_candidate([], 9, 3) == 9  # no rungs: every candidate trains the full recipe
+    with pytest.raises(FidelityError, match="search.rung_schedule='cosine' is unknown; allowed: budgeted, continued"):
+        epochs_per_candidate([1], 9, 3, "cosine")
 
 
 def test_fidelity_none_has_no_rungs():
@@ -317,7 +331,7 @@ def test_concurrent_workers_share_the_rung_table_in_postgresql(tmp_path):
     require(postgres_up(), f"no PostgreSQL at {PG_URL} (scripts/postgres_up.sh starts one)")
     name = f"pytest-asha-{uuid.uuid4().hex[:10]}"
     try:
-        check_concurrent_search(PG_URL, name, tmp_path)
+        check_concurrent_search(PG_URL, name, tmp_path, n=12, workers=3)
     finally:
         storage = optuna.storages.RDBStorage(PG_URL)
         try:
