@@ -17,7 +17,7 @@ install: $(STAMP)
 # The main job on the embedded defaults: Table 6's branch ablation on a deep, narrow RepVGG with sequential seeds
 # (digits, local launcher, wandb offline). One thread per trial, so its figures are the README's on any core count.
 demo: install
-	$(PY) -m repvgg_search.sweep +sweep=ablation_deep launcher.threads_per_trial=1
+	$(PY) -m repvgg_search.sweep +sweep=ablation_deep launcher.threads_per_trial=1 sweep.poll_s=0.5
 
 # The whole suite. Tests that need a system service (SLURM, PostgreSQL, Chromium) skip with a reason unless
 # `make services` started it; CI runs `make services` first and sets REPVGG_REQUIRE_ALL=1 (a skip fails there).

@@ -37,8 +37,9 @@ class ModelConfig:
     use_se: bool | None = None  # squeeze-excitation after each block's branch sum
 
 
-def _mutable_schema(spec: type, schema_name: str, doc: str, **defaults: Any) -> type:
-    """A Hydra schema for a frozen dataclass: the same fields and defaults (or `defaults`), tuples as lists."""
+def _mutable_schema(spec: type, schema_name: str, doc: str, extra=(), **defaults: Any) -> type:
+    """A Hydra schema for a frozen dataclass: the same fields and defaults (or `defaults`), tuples as lists, and
+    `extra` fields (name, type, default) that are not the spec's."""
     fields, hints = [], typing.get_type_hints(spec)
     for f in dataclasses.fields(spec):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -47,6 +48,7 @@ def _mutable_schema(spec: type, schema_name: str, doc: str, **defaults: Any) -> 
             fields.append((f.name, list[str], field(default_factory=lambda d=default: list(d))))
         else:
             fields.append((f.name, hints[f.name], field(default=default)))
+    fields += [(name, kind, field(default=default)) for name, kind, default in extra]
     return dataclasses.make_dataclass(schema_name, fields, namespace={"__doc__": doc})
 
 
@@ -76,9 +78,12 @@ def plain_dict(node: Any) -> dict:
 
 # The speed protocol: `speed=<name>` picks a file of conf/speed/ (auto: paper on a GPU, cpu on the CPU),
 # `speed.<field>=...` changes a field. Every field, its meaning and its default is documented on SpeedProtocol.
+# One more key is not part of the protocol: `speed.predictor` = measure (time the whole deploy form) | lut (predict it
+# from per-layer latencies kept in the speed folder: profile/lut.py).
 SpeedConfig = _mutable_schema(
-    SpeedProtocol, "SpeedConfig", "The speed protocol (fields: profile.SpeedProtocol).", name="auto"
-)
+    SpeedProtocol, "SpeedConfig", "The speed protocol (fields: profile.SpeedProtocol).", name="auto",
+    extra=[("predictor", str, "measure")],
+)  # fmt: skip
 
 
 @dataclass

@@ -155,9 +155,13 @@ def test_statuses_parse_from_every_name_in_use():
 def test_what_each_status_means():
     assert {s for s in Status if s.terminal} == {
         Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.INFEASIBLE, Status.DIVERGED, Status.PRUNED,
+        Status.STOPPED_EARLY,
     }  # fmt: skip
-    assert {s for s in Status if s.is_result} == {Status.COMPLETED, Status.INFEASIBLE, Status.DIVERGED}
-    assert {s for s in Status if s.trained} == {Status.COMPLETED, Status.PRUNED, Status.DIVERGED}
+    rung_runs = {Status.STOPPED_EARLY, Status.PROMOTED}  # a multi-fidelity search's finished short runs
+    assert {s for s in Status if s.is_result} == {Status.COMPLETED, Status.INFEASIBLE, Status.DIVERGED, *rung_runs}
+    assert {s for s in Status if s.trained} == {Status.COMPLETED, Status.PRUNED, Status.DIVERGED, *rung_runs}
+    assert Status.STOPPED_EARLY.optuna_state == "PRUNED" and Status.STOPPED_EARLY in WRITTEN
+    assert Status.PROMOTED not in WRITTEN  # only a search block's kind: the run's own status is completed
     assert Status.PLANNED not in WRITTEN and Status.STOPPED not in WRITTEN and Status.RUNNING in WRITTEN
     assert json.dumps({"s": Status.RUNNING}) == '{"s": "running"}'
 

@@ -15,7 +15,10 @@ SIZE_COLUMNS = ["deploy_macs", "deploy_params", "train_macs", "train_params", "m
 SPEED_COLUMNS = ["images_per_s", "latency_ms", "latency_ms_iqr", "speed_form", "form", "converted", "max_abs_error"]
 DEVICE_COLUMNS = ["device", "device_name", "threads", "batch_size", "speed_input", "dtype", "speed_setup"]
 ARCH_COLUMNS = ["a", "b", "depths", "groups", "grouped_layers", "use_se"]
-SEARCH_COLUMNS = ["search_study", "search_number", "search_feasible", "search_state", "search_values"]
+SEARCH_COLUMNS = [
+    "search_study", "search_number", "search_feasible", "search_state", "search_values", "search_kind", "rung",
+    "candidate",
+]  # fmt: skip
 ORIGIN_COLUMNS = ["error", "origin", "where", "source"]
 # INT8 post-training quantization (quant.ptq=true): top1, drop from the float ONNX top1 (same images, the float32
 # graph before quantization), the exact simulation's top1 and the runtime gap, speed in onnxruntime (CPU).
@@ -37,7 +40,7 @@ TABLE_COLUMNS = [
     *ORIGIN_COLUMNS,
 ]
 
-INTEGER_COLUMNS = ["seed", "epochs", "groups", "threads", "batch_size", "search_number"]
+INTEGER_COLUMNS = ["seed", "epochs", "groups", "threads", "batch_size", "search_number", "rung"]
 
 
 def _dims(size: Any) -> str | None:

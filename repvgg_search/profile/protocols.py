@@ -98,12 +98,16 @@ def _validate(p: SpeedProtocol) -> None:
 PROTOCOLS: Mapping[str, SpeedProtocol] = load_presets(PROTOCOL_DIR, lambda fields: SpeedProtocol(**fields), skip=[AUTO])
 
 
+PREDICTOR_KEY = "predictor"  # the one key of a `speed:` config node that is not a protocol field
+
+
 def resolve_protocol(value: str | Mapping[str, Any] | SpeedProtocol, device: torch.device) -> SpeedProtocol:
     """The protocol a config gives: `auto` is `paper` on CUDA and `cpu` on the CPU; a named protocol with fields
     changed keeps the changes and says so in its name (`cpu+batch_size=64`); a new name needs its own fields."""
     if isinstance(value, SpeedProtocol):
         return value
     fields = {"name": value} if isinstance(value, str) else dict(value)
+    fields.pop(PREDICTOR_KEY, None)  # how a figure is obtained (speed.predictor), not how it is measured
     name = fields.get("name", AUTO)
     if name == AUTO:  # a config node holds every field: the ones left at the schema's defaults are not changes
         name = "paper" if device.type == "cuda" else "cpu"

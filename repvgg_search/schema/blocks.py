@@ -179,7 +179,9 @@ class SpeedFigure(Platform):
     key: str | None = None  # identity of the figure (architecture hash, protocol, side, device)
     arch_hash: str | None = None
     measured_at: str | None = None
-    source: str | None = field(default=None, metadata=OMIT_NULL)  # measured | cached (in a trial's record)
+    source: str | None = field(default=None, metadata=OMIT_NULL)  # measured | cached | predicted (in a record)
+    table: str | None = field(default=None, metadata=OMIT_NULL)  # predicted: the latency table (speed.predictor=lut)
+    overhead_ms: float | None = field(default=None, metadata=OMIT_NULL)  # predicted: its fixed part (pool + head)
     form: str | None = field(default=None, metadata=OMIT_NULL)  # deploy | train: which form the trial's figure is of
 
 
@@ -239,6 +241,9 @@ class Search:
     constraints: dict[str, float] | None = None
     retry_of: int | None = None
     worker: int | None = None
+    rung: int | None = field(default=None, metadata=OMIT_NULL)  # search.fidelity=asha: this run's epochs (a rung,
+    #   or train.epochs for the candidate's full-fidelity run)
+    candidate: str | None = field(default=None, metadata=OMIT_NULL)  # asha: the candidate's full-fidelity trial id
 
 
 @dataclass(slots=True)

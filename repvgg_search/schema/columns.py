@@ -77,6 +77,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "search_number": ("search", "number"),
         "search_feasible": ("search", "feasible"),
         "search_state": ("search", "state"),
+        "search_kind": ("search", "kind"),
+        "rung": ("search", "rung"),  # search.fidelity=asha: the run's epochs (a rung, or train.epochs)
+        "candidate": ("search", "candidate"),  # asha: the candidate (its full-fidelity trial id) the run is of
         "int8_top1": ("quant", "int8_top1"),
         "quant_drop": ("quant", "drop"),
         "float_onnx_top1": ("quant", "float_onnx_top1"),

@@ -24,6 +24,9 @@ class Status(str, enum.Enum):
     PRUNED = "pruned"  # a search trial stopped early by the pruner
     DUPLICATE = "duplicate"  # a search proposal of an architecture already trained: no trial of its own
     SURPLUS = "surplus"  # a search proposal asked after every slot was taken: no trial of its own
+    STOPPED_EARLY = "stopped_early"  # a multi-fidelity (search.fidelity=asha) rung run not in its rung's top 1/eta:
+    #   a finished short run, paused; the search may promote its candidate later
+    PROMOTED = "promoted"  # search.kind of a rung run whose candidate went on to the next rung
 
     def __str__(self) -> str:
         return self.value
@@ -50,17 +53,17 @@ class Status(str, enum.Enum):
     @property
     def is_result(self) -> bool:
         """A final result a rerun would only repeat (never retried)."""
-        return self in (Status.COMPLETED, Status.INFEASIBLE, Status.DIVERGED)
+        return self in (Status.COMPLETED, Status.INFEASIBLE, Status.DIVERGED, Status.STOPPED_EARLY, Status.PROMOTED)
 
     @property
     def trained(self) -> bool:
         """A training ran to its end (a search counts it towards `search.n_trials`)."""
-        return self in (Status.COMPLETED, Status.PRUNED, Status.DIVERGED)
+        return self in (Status.COMPLETED, Status.PRUNED, Status.DIVERGED, Status.STOPPED_EARLY, Status.PROMOTED)
 
     @property
     def optuna_state(self) -> str:
         """The Optuna trial state a search tells for a proposal that ended so."""
-        if self is Status.PRUNED:
+        if self in (Status.PRUNED, Status.STOPPED_EARLY):
             return "PRUNED"
         return (
             "COMPLETE" if self in (Status.COMPLETED, Status.INFEASIBLE, Status.DIVERGED, Status.DUPLICATE) else "FAIL"
@@ -68,9 +71,17 @@ class Status(str, enum.Enum):
 
 
 WRITTEN = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED, Status.RUNNING, Status.INFEASIBLE,
-           Status.PRUNED, Status.DIVERGED)  # fmt: skip
+           Status.PRUNED, Status.DIVERGED, Status.STOPPED_EARLY)  # fmt: skip
 _TERMINAL = frozenset(
-    (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.INFEASIBLE, Status.DIVERGED, Status.PRUNED)
+    (
+        Status.COMPLETED,
+        Status.FAILED,
+        Status.CANCELLED,
+        Status.INFEASIBLE,
+        Status.DIVERGED,
+        Status.PRUNED,
+        Status.STOPPED_EARLY,
+    )
 )
 # wandb run states (filters), and search outcomes as schema version 1 and older studies named them.
 _ALIASES = {"finished": "completed", "crashed": "failed", "killed": "interrupted", "trained": "completed",

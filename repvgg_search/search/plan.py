@@ -21,6 +21,7 @@ from ..profile import arch_sizes
 from ..sweep.folder import SweepFolder
 from ..sweep.spec import base_trial_config
 from ..trial import NOT_IN_ID, settings_from_config
+from .asha import PRE_TRAINING_OBJECTIVES, Ladder
 from .settings import (
     OBJECTIVES,
     QUANT_OBJECTIVES,
@@ -119,6 +120,14 @@ class SearchPlan:
         return [OBJECTIVES[o][0] for o in self.settings.objectives]
 
     @property
+    def ladder(self) -> Ladder | None:
+        """The rungs of a multi-fidelity search (search.fidelity=asha), None for a full-fidelity one."""
+        s = self.settings
+        if s.fidelity == "none":
+            return None
+        return Ladder.of(s.min_epochs, s.eta, int(self.base["train"]["epochs"]), s.objectives, self.directions)
+
+    @property
     def budget(self) -> Budget:
         s = self.settings
         return Budget(s.n_trials, s.max_failed or s.n_trials, s.max_skipped or max(100, 10 * s.n_trials))
@@ -154,6 +163,9 @@ def plan_search(cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> Sea
     name = cfg.sweep.name
     study_name = settings.study_name or name
     storage = study_storage(settings.storage, folder)
+    if settings.fidelity != "none":  # FidelityError names search.eta / min_epochs / objectives
+        Ladder.of(settings.min_epochs, settings.eta, int(base["train"]["epochs"]), settings.objectives,
+                  [OBJECTIVES[o][0] for o in settings.objectives])  # fmt: skip
     plan = SearchPlan(
         str(folder.root),
         name,
@@ -168,8 +180,19 @@ def plan_search(cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> Sea
     )
     make_sampler(settings, settings.seed)  # refuses sampler_options the sampler does not take
     plan.smallest = check_budgets(plan)
+    check_screen(settings)
     check_storage(plan.storage, settings)
     return plan
+
+
+def check_screen(s: SearchSettings) -> None:
+    """Refuse a screen that cannot rank (before anything is launched): objectives measured after training."""
+    late = [o for o in s.objectives if o != "top1" and o not in PRE_TRAINING_OBJECTIVES]
+    if s.screen is not None and late:
+        raise SearchError(
+            f"search.screen ranks candidates by what is known before training ({', '.join(PRE_TRAINING_OBJECTIVES)}"
+            f"); search.objectives {late} are measured after training: drop search.screen"
+        )
 
 
 def study_storage(storage: str | None, folder: SweepFolder) -> str:
@@ -199,6 +222,10 @@ def definition_digest(s: SearchSettings, base: dict[str, Any]) -> str:
         for k, v in dataclasses.asdict(s).items()
         if k in ("space", "objectives", "constraints", "sampler", "sampler_options", "pruner", "seed")
     }
+    # Multi-fidelity and screening settings enter only when set: a study made before they existed keeps its digest.
+    for key, default in (("fidelity", "none"), ("min_epochs", None), ("eta", 3), ("screen", None)):
+        if (s.fidelity != "none" and key in ("min_epochs", "eta")) or getattr(s, key) != default:
+            search_part[key] = getattr(s, key)
     text = json.dumps({"trial": trial_part, "search": search_part}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -18,6 +18,7 @@ from ..schema import OBJECTIVES, QUANT_OBJECTIVES  # noqa: F401 (search.settings
 
 SAMPLERS = ("tpe", "nsgaii", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
+FIDELITIES = ("none", "asha")  # search.fidelity (search/asha.py)
 STAGES = 5
 
 
@@ -54,7 +55,8 @@ class ConstraintSpec:
 
     max_gmacs: float | None = None  # 1e9 MACs (1 multiply-add = 1); over-budget candidates are never trained
     max_mparams: float | None = None  # 1e6 parameters; over-budget candidates are never trained
-    max_latency_ms: float | None = None  # median batch latency (speed.*) on the trial's device: known after training
+    max_latency_ms: float | None = None  # median batch latency (speed.*) on the trial's device: measured (or, with
+    #   speed.predictor=lut, predicted) before training; over-budget candidates are never trained
 
 
 @dataclass
@@ -67,7 +69,12 @@ class SearchSettings:
     sampler: str = "tpe"  # tpe | nsgaii | random | grid
     sampler_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the optuna sampler
     pruner: str = "none"  # none | median | hyperband: stop trials early on per-epoch top1 (objectives: [top1])
-    n_trials: int = 12  # trained trials (completed or pruned) the study ends with
+    n_trials: int = 12  # candidates trained (completed, pruned or, with fidelity=asha, started at the first rung)
+    fidelity: str = "none"  # none: every candidate trains train.epochs | asha: multi-fidelity (MO-ASHA) promotion
+    min_epochs: int | None = None  # asha: the first rung's epochs; null = train.epochs // eta**2 (at least 1)
+    eta: int = 3  # asha: a rung keeps its top 1/eta (rungs min_epochs * eta**k below train.epochs)
+    screen: int | None = None  # draw this many candidates, predict their speed (speed.predictor=lut) and MACs
+    #   before training, and train only the predicted front (null = no screening: the sampler proposes)
     seed: int = 0  # seeds the samplers (each worker draws from its own stream)
     storage: str | None = None  # null = a journal file in the sweep folder; an RDB URL (postgresql://...) or a path
     study_name: str | None = None  # null = the sweep's name; also the wandb group of every trial
@@ -132,6 +139,15 @@ def _check_objectives(s: SearchSettings) -> None:
         raise SearchError(f"search.objectives={s.objectives} lists an objective twice")
     if s.pruner not in PRUNERS:
         raise SearchError(f"search.pruner={s.pruner!r} is unknown; allowed: {', '.join(PRUNERS)}")
+    if s.fidelity not in FIDELITIES:
+        raise SearchError(f"search.fidelity={s.fidelity!r} is unknown; allowed: {', '.join(FIDELITIES)}")
+    if s.fidelity != "none" and s.pruner != "none":
+        raise SearchError(
+            f"search.fidelity={s.fidelity} stops candidates at its rungs itself: use it with search.pruner=none "
+            f"(got pruner={s.pruner})"
+        )
+    if s.screen is not None and s.screen < 2:
+        raise SearchError(f"search.screen={s.screen} must be >= 2 candidates to screen (or null for none)")
     if s.pruner != "none" and s.objectives != ["top1"]:
         raise SearchError(
             f"search.pruner={s.pruner} prunes on per-epoch top1, so it needs objectives: [top1] (a single "

@@ -16,6 +16,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from ..schema import Status
+from .rung_table import PROMOTES
 from .settings import SearchError, SearchSettings, grid_space
 from .storage import quiet
 
@@ -83,8 +84,16 @@ class Budget:
         return None
 
 
+def is_promotion(t: FrozenTrial) -> bool:
+    """A multi-fidelity promotion (search.fidelity=asha): a candidate already started, trained at its next rung;
+    it takes no slot (n_trials counts candidates) and is counted apart."""
+    return bool(t.user_attrs.get(PROMOTES))
+
+
 def holds_slot(t: FrozenTrial) -> bool:
     """Whether a trial takes one of the n_trials slots: trained, or running/queued towards training."""
+    if is_promotion(t):
+        return False
     ended = kind(t)
     if t.state == TrialState.WAITING:
         return True
@@ -98,6 +107,14 @@ def tally(trials: list[FrozenTrial]) -> Counter:
     counts: Counter = Counter()
     for t in trials:
         ended = kind(t) if t.state.is_finished() else None
+        if is_promotion(t):  # promotions: running, waiting, and how they ended, apart from the candidates' counts
+            counts["running"] += t.state == TrialState.RUNNING
+            counts["waiting"] += t.state == TrialState.WAITING
+            counts["promotions"] += ended is not None and ended.trained
+            counts["failed"] += ended is Status.FAILED
+            told = ended is not None and (ended.trained or ended in RELEASED)
+            counts["lost"] += t.state == TrialState.FAIL and not told
+            continue
         counts["holding"] += holds_slot(t)
         counts["waiting"] += t.state == TrialState.WAITING
         counts["running"] += t.state == TrialState.RUNNING
@@ -177,21 +194,32 @@ def fail_stale(study: optuna.Study) -> None:
 Evaluate = Callable[[optuna.Study, optuna.Trial], str]
 
 
-def search_loop(study: optuna.Study, budget: Budget, evaluate: Evaluate, *, poll_s: float = 2.0) -> tuple[Counter, str]:
+Promote = Callable[[optuna.Study, Counter], bool]  # enqueue a promotion if one is due; True when it did
+
+
+def search_loop(
+    study: optuna.Study, budget: Budget, evaluate: Evaluate, *, poll_s: float = 2.0, promote: Promote | None = None
+) -> tuple[Counter, str]:
     """Ask -> evaluate (which tells) until the study holds `budget.n_trials` trained trials.
 
     A worker only waits when every remaining slot is held by a running trial: at the very end, or while a dead
-    worker's trial awaits its heartbeat deadline (after which it is retried here).
+    worker's trial awaits its heartbeat deadline (after which it is retried here). With `promote` (a multi-fidelity
+    search) a free worker first makes the promotion that is due, if any (ASHA's "promote before starting a new
+    candidate"), and once every candidate has started it stays while any trial runs or waits: one may still
+    arrive at a rung and make a promotion due.
     """
     mine: Counter = Counter()  # the kinds of the trials this worker told
     while True:
         fail_stale(study)
         counts = tally(study.get_trials(deepcopy=False))
+        promoted = promote is not None and promote(study, counts)
         reason = budget.stop_reason(counts)
-        if reason is not None:
+        full = counts["trained"] >= budget.n_trials
+        if reason is not None and not (promote is not None and full and (promoted or counts["running"]
+                                                                           or counts["waiting"])):  # fmt: skip
             _log.info("worker stops: %s", reason)
             return mine, reason
-        if counts["holding"] >= budget.n_trials and not counts["waiting"]:
+        if counts["holding"] >= budget.n_trials and not counts["waiting"] and not promoted:
             time.sleep(poll_s)
             continue
         with quiet():

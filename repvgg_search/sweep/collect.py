@@ -48,7 +48,9 @@ def results_table(
     axes = [a for a in _axis_columns(planned) if a not in RESULT_COLUMNS] if grid else []  # a search's are columns
     for path in axes:
         df[path] = [t.axes.get(path) for t in planned]
-    df = df[[*[c for c in RESULT_COLUMNS if c in df.columns], *axes]]
+    # A multi-fidelity search's runs: which rung each is, and of which candidate (a rung run is not a final result).
+    fidelity = [c for c in ("rung", "candidate") if not grid and c in df.columns and df[c].notna().any()]
+    df = df[[*[c for c in RESULT_COLUMNS if c in df.columns], *axes, *fidelity]]
     if grid:
         df = _with_paired_diff(df, _baseline(definition), _pair_keys(axes))
     df.attrs["axes"], df.attrs["grid"] = axes, grid

@@ -29,8 +29,7 @@ from ..data import WAIT_WARN_FRACTION, build_loaders, wait_summary
 from ..devices import DeviceLock, resolve_device, training_environment
 from ..distributed import DistInfo, cleanup, gather_shards, init_distributed, unwrap, wrap_ddp
 from ..models import build_model
-from ..profile import arch_sizes, resolve_protocol
-from ..profile.figures import speed_figure
+from ..profile import arch_sizes
 from ..progress import want_progress
 from ..schema import (
     DATA_WAIT_CONVENTION,
@@ -64,6 +63,7 @@ from .folder import LOG, claim_folder, keep_only, keep_traceback, kept, link_job
 from .gate import Forms, check_forms
 from .quantization import full_val_loader, quant_stage
 from .settings import TrialSettings, settings_from_config
+from .speed import deploy_speed
 
 _log = logging.getLogger(__name__)
 
@@ -361,9 +361,7 @@ class _Trial:
     def _profile(self, measured, *, deploy_is_train_form: bool) -> dict[str, Any]:
         """Sizes of both forms, and the speed figure of the measured form (deploy, or train where none exists)."""
         t, side, channels = time.perf_counter(), self.info.image_size, self.info.in_channels
-        protocol = resolve_protocol(dataclasses.asdict(self.cfg.speed), self.device)
-        speed = speed_figure(measured, protocol, self.device, self._speed_dir(), side=side, in_channels=channels)
-        speed.form = "train" if deploy_is_train_form else "deploy"
+        speed = deploy_speed(self.s, self._speed_dir(), measured, self.device)
         self.timings.profile_s = time.perf_counter() - t
         at_224, at_side = arch_sizes(self.s.arch, 224), arch_sizes(self.s.arch, side)
         complexity = Complexity(

@@ -19,6 +19,7 @@ from ..deploy.quant_protocols import QuantError, protocol_of_config
 from ..devices import resolve_device
 from ..errors import BadInputError, check_int
 from ..models import ArchConfig
+from ..profile.lut import check_predictor
 from ..profile.protocols import PROTOCOLS, resolve_protocol
 from ..profile.speed import check_runtime
 from ..tracking import validate_tracking
@@ -88,6 +89,7 @@ def settings_from_typed(typed: TrialConfig) -> TrialSettings:
     validate_tracking(typed.tracking)
     _validate_run(typed)
     arch = to_arch(typed.model, typed.variant, expected_num_classes(typed.data))
+    check_predictor(typed.speed.predictor, arch)  # LutError names speed.predictor and what it cannot predict
     config = dataclasses.asdict(typed)
     for key in ("output_dir", "speed_dir"):  # where things go, not what the trial is
         config.pop(key, None)
