@@ -11,7 +11,8 @@ geometric mean of the two end-to-end figures (each the median round's images/s);
 +-10% is printed as the noise floor the prediction is judged against.
 
 Default protocol: the `cpu` protocol (fp32, eager, layout probed, 2 warm-up batches, 5 rounds of 3) at batch 8,
-64x64, one thread. One thread because this 2-core machine is shared: with two threads, a neighbour's process
+64x64, 10 timed batches a round (the paper protocol's; an entry's round lasts at least `MIN_ROUND_S`, 50 ms),
+one thread. One thread because this 2-core machine is shared: with two threads, a neighbour's process
 stalls every parallel region (A0 at batch 8, 128 px: 4.7-6.4 images/s with 2 threads vs 23 with 1, side by side).
 
     python benchmarks/latency_lut.py [--n 30] [--seed 0] [--batch 8] [--side 64] [--threads 1] [--device auto]
@@ -89,11 +90,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="speed.batch_size")
     p.add_argument("--side", type=int, default=64, help="speed.input_size")
     p.add_argument("--threads", type=int, default=1, help="speed.threads on the CPU (0: every core)")
+    p.add_argument("--iters", type=int, default=10, help="speed.iters: timed batches a round (the paper's 10)")
     p.add_argument("--device", default="auto")
     p.add_argument("--folder", type=Path, default=None, help="the speed folder holding the table (default: a temp one)")
     args = p.parse_args()
     device = resolve_device(args.device)
-    fields = {"name": args.protocol, "batch_size": args.batch, "input_size": args.side, "threads": args.threads or None}
+    fields = {"name": args.protocol, "batch_size": args.batch, "input_size": args.side, "threads": args.threads or None,
+              "iters": args.iters}  # fmt: skip
     protocol = resolve_protocol({k: v for k, v in fields.items() if v is not None}, device)
     table = LatencyTable(args.folder or Path(tempfile.mkdtemp(prefix="lut-")), protocol, device)
     rows, t_start = [], time.perf_counter()

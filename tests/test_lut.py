@@ -18,7 +18,8 @@ from repvgg_search.errors import BadInputError
 from repvgg_search.models import arch_config, build_model, reparameterize_model
 from repvgg_search.models.blocks import DeployBlock
 from repvgg_search.profile import SpeedProtocol
-from repvgg_search.profile.lut import LatencyTable, LayerKey, LutError, check_predictor, deploy_layers
+from repvgg_search.profile.complexity import arch_sizes
+from repvgg_search.profile.lut import LatencyTable, LayerKey, LutError, check_predictor, deploy_layers, plain_sizes
 
 CPU = torch.device("cpu")
 # A protocol just long enough to give a number: what is under test here is the bookkeeping, not the figure.
@@ -157,3 +158,14 @@ def test_two_processes_measure_each_entry_once(tmp_path):
     counts = [int(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     distinct = len(set(deploy_layers(arch_config("a0", **SMALL_ARCH), 32)))
     assert sum(counts) == distinct and len(list(Path(tmp_path, "lut").glob("*/*.json"))) == distinct
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("a0", {}), ("b1g2", {}), ("a1", {"groups": 4}), ("b0", {"a": 0.75, "b": 1.25, "depths": (1, 2, 3, 5, 1)})],
+)
+def test_plain_sizes_are_fvcores_counts(name, overrides):
+    """The screen's layer-by-layer count equals fvcore's count of the built deploy form, at 224 and at 32 px."""
+    arch = arch_config(name, num_classes=1000, **overrides)
+    for side in (224, 32):
+        assert plain_sizes(arch, side) == arch_sizes(arch, side)["deploy"]

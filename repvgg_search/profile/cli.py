@@ -16,7 +16,7 @@ from ..models import ArchConfig, build_model, equivalence_error, list_models, lo
 from ..schema import MAC_CONVENTION, SpeedFigure
 from .complexity import complexity
 from .figures import speed_figure
-from .protocols import SpeedProtocol, resolve_protocol
+from .protocols import SpeedError, SpeedProtocol, resolve_protocol
 
 register_configs()
 
@@ -90,6 +90,12 @@ def _table(results: list[dict[str, Any]], speed: SpeedFigure) -> Table:
 
 def validate(cfg: ProfileConfig | DictConfig) -> dict[str, ArchConfig]:
     """Check the whole profile config; returns the architectures to profile, by preset name."""
+    predictor = plain_dict(cfg.speed).get("predictor", "measure")
+    if predictor != "measure":
+        raise SpeedError(
+            f"speed.predictor={predictor!r}: this command measures train and deploy forms side by side (allowed: "
+            "measure); the latency table serves trials and searches (python -m repvgg_search.train / sweep)"
+        )
     resolve_protocol(plain_dict(cfg.speed), resolve_device(cfg.device))
     names = list_models() if cfg.all_presets else [cfg.model.name]
     return {name: to_arch({**plain_dict(cfg.model), "name": name}, cfg.variant, cfg.num_classes) for name in names}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ from .speed import check_runtime, measure
 
 PREDICTORS = ("measure", "lut")  # speed.predictor: time the whole deploy form, or predict it from the table
 LUT_DIR = "lut"  # under the speed folder
+# An entry's round lasts at least this long: a single layer at a small input takes well under a millisecond, and
+# the protocol's iters (sized for whole networks) would leave its rounds at the timer's and the scheduler's mercy.
+MIN_ROUND_S = 0.05
 
 
 class LutError(SpeedError):
@@ -171,7 +175,12 @@ class LatencyTable:
     def _measure(self, key: LayerKey, channels_last: bool) -> dict[str, Any]:
         protocol = dataclasses.replace(self.protocol, input_size=None, channels_last=channels_last)
         torch.manual_seed(0)  # the weights do not change the time; a fixed init keeps denormals out of the picture
-        figure = measure(key.module(), protocol, self.device, side=key.side, in_channels=key.in_channels)
+        module = key.module()
+        figure = measure(module, protocol, self.device, side=key.side, in_channels=key.in_channels)
+        per_batch = figure["batch_size"] / figure["images_per_s"]
+        if per_batch * protocol.iters < MIN_ROUND_S:  # a layer alone is short: enough batches a round to time it
+            protocol = dataclasses.replace(protocol, iters=math.ceil(MIN_ROUND_S / per_batch))
+            figure = measure(module, protocol, self.device, side=key.side, in_channels=key.in_channels)
         keep = ("images_per_s", "latency_ms", "spread", "reliable", "attempts", "batch_size", "dtype", "threads",
                 "runtime", "device_key", "device_name", "torch")  # fmt: skip
         return {
@@ -180,6 +189,7 @@ class LatencyTable:
             "seconds": figure["batch_size"] / figure["images_per_s"],  # per batch, from the median round
             **{k: figure.get(k) for k in keep},
             "protocol": self.protocol.name,
+            "iters": protocol.iters,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 

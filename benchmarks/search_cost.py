@@ -1,0 +1,159 @@
+"""What a front costs: a full-fidelity and an ASHA width search of the same space, on digits, at equal epochs.
+
+For each search seed, two real searches (`python -m repvgg_search.sweep +sweep=width_search`, local workers, a
+journal file each) over one space: RepVGG with depths [1, 1, 2, 4, 1] (9 layers), model.a in {0.25, .., 1.0},
+model.b in {0.5, .., 2.0} (16 candidates, groups 1), objectives (top1, images_per_s), TPE, the proxy recipe with
+train.epochs=9, digits at 32 px, one thread per trial, two trials side by side:
+
+- full: search.n_trials=4 (36 epochs);
+- asha: search.fidelity=asha, min_epochs 1, eta 3 (rungs 1 and 3, then 9), search.n_trials=12 candidates
+  (12 x 3 = 36 epochs expected with budgeted rung runs: `search.asha.epochs_per_candidate`).
+
+Both searches of a seed share one speed folder (a symlink), so a candidate's images/s is one figure in both: only
+accuracy and the search itself differ. Each search's hypervolume is computed after every finished run, in the
+order the runs finished (the last epoch's line in metrics.jsonl), against the epochs trained so far: the front of
+the full-fidelity results only (a rung run is not a result), objectives (top1 %, images/s divided by the fastest
+candidate's), reference point (10 %, chance on 10 classes; 0). Then
+
+- R = hypervolume of asha / of full at full's total epochs (asha's curve read at that budget, or at its end if it
+  trained fewer epochs);
+- Q = epochs asha needed to reach full's final hypervolume / full's epochs (inf when it never did);
+- K = Kendall's tau of a candidate's rung-1 top1 (the asha searches' 1-epoch runs) with its final top1 (a
+  9-epoch run of either search), over the distinct candidates that have both (trials are seeded alike: seed 0).
+
+R and Q are the medians over the seeds, each seed's printed with them. Last line:
+`search cost: hypervolume asha/full at equal epochs R, epochs to full's hypervolume Q, rank correlation of rung-1 and
+final top1 K`.
+
+    python benchmarks/search_cost.py [--seeds 3] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scipy import stats
+
+SPACE = ["model.depths=[1,1,2,4,1]", "search.space.a={low:0.25,high:1.0,step:0.25}",
+         "search.space.b={low:0.5,high:2.0,step:0.5}", "search.space.groups=[1]"]  # fmt: skip
+BASE = [*SPACE, "train.epochs=9", "threads=1", "tracking.mode=disabled", "keep_checkpoint=none", "gate.images=64",
+        "launcher.max_parallel=2", "sweep.poll_s=0.5", "search.objectives=[top1,images_per_s]"]  # fmt: skip
+MODES = {
+    "full": ["search.n_trials=4"],
+    "asha": ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12"],
+}
+EPOCHS, REF_TOP1 = 9, 10.0
+
+
+def run_search(folder: Path, speed: Path, seed: int, mode: str) -> float:
+    folder.mkdir(parents=True)
+    (folder / "speed").symlink_to(speed, target_is_directory=True)  # one speed figure per architecture
+    cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=width_search", f"sweep.dir={folder}",
+           f"search.seed={seed}", *BASE, *MODES[mode]]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def runs(folder: Path) -> list[dict]:
+    """Every trained run: its epochs, end time, top1, speed, and whether it is a full-fidelity result."""
+    out = []
+    for result in folder.glob("trials/*/result.json"):
+        r = json.loads(result.read_text())
+        metrics = result.with_name("metrics.jsonl")
+        if r.get("metrics") is None or not metrics.exists():
+            continue
+        search = r.get("search") or {}
+        out.append({
+            "candidate": search.get("candidate") or r["trial_id"],
+            "epochs": r["metrics"]["epochs"],
+            "end": metrics.stat().st_mtime,
+            "top1": r["metrics"]["top1"],
+            "speed": r["speed"]["images_per_s"],
+            "final": r["status"] == "completed" and search.get("kind") == "completed" and search.get("feasible"),
+        })  # fmt: skip
+    return sorted(out, key=lambda x: x["end"])
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """The area two maximized objectives dominate above `ref` (exact in 2-D: a sweep over the sorted front)."""
+    pts = sorted({p for p in points if p[0] > ref[0] and p[1] > ref[1]}, key=lambda p: (-p[0], -p[1]))
+    area, best_y = 0.0, ref[1]
+    for x, y in pts:
+        if y > best_y:
+            area += (x - ref[0]) * (y - best_y)
+            best_y = y
+    return area
+
+
+def curve(rows: list[dict], fastest: float) -> list[tuple[int, float]]:
+    """(epochs trained so far, hypervolume of the results so far) after each run."""
+    spent, front, out = 0, [], []
+    for r in rows:
+        spent += r["epochs"]
+        if r["final"]:
+            front.append((r["top1"], r["speed"] / fastest))
+        out.append((spent, hypervolume(front, (REF_TOP1, 0.0))))
+    return out
+
+
+def at(points: list[tuple[int, float]], epochs: int) -> float:
+    return max((hv for e, hv in points if e <= epochs), default=0.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3, help="search seeds (search.seed=0..N-1)")
+    p.add_argument("--out", type=Path, default=None, help="where the sweep folders go (default: a temp folder)")
+    args = p.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="search-cost-"))
+    print(f"space: {' '.join(SPACE)}; train.epochs={EPOCHS}, digits 32 px, proxy recipe, 1 thread a trial, "
+          f"2 side by side; folders in {out}")  # fmt: skip
+    results, pairs = [], {}
+    for seed in range(args.seeds):
+        speed = out / f"speed-seed{seed}"
+        speed.mkdir(parents=True)
+        found = {}
+        for mode in MODES:
+            wall = run_search(out / f"{mode}-seed{seed}", speed, seed, mode)
+            found[mode] = (runs(out / f"{mode}-seed{seed}"), wall)
+        fastest = max(r["speed"] for rows, _ in found.values() for r in rows)
+        full_rows, asha_rows = found["full"][0], found["asha"][0]
+        full, asha = curve(full_rows, fastest), curve(asha_rows, fastest)
+        budget, target = full[-1][0], full[-1][1]
+        ratio = at(asha, budget) / target if target else math.nan
+        reached = next((e for e, hv in asha if hv >= target), None)
+        q = reached / budget if reached is not None else math.inf
+        results.append((ratio, q))
+        for r in asha_rows:
+            if r["epochs"] == 1:
+                pairs.setdefault(r["candidate"], {})["rung1"] = r["top1"]
+        for r in [*full_rows, *asha_rows]:
+            if r["epochs"] == EPOCHS:
+                pairs.setdefault(r["candidate"], {})["final"] = r["top1"]
+        print(f"seed {seed}: full {len(full_rows)} runs, {budget} epochs, {found['full'][1]:.0f} s, hypervolume "
+              f"{target:.2f}; asha {len(asha_rows)} runs, {asha[-1][0]} epochs, {found['asha'][1]:.0f} s, "
+              f"hypervolume {asha[-1][1]:.2f} (at {budget} epochs {at(asha, budget):.2f}); R {ratio:.3f}, "
+              f"Q {q:.3f}")  # fmt: skip
+    both = [(v["rung1"], v["final"]) for v in pairs.values() if {"rung1", "final"} <= set(v)]
+    tau = float(stats.kendalltau(*zip(*both)).statistic) if len(both) >= 3 else math.nan
+    r_med = statistics.median(r for r, _ in results)
+    q_med = statistics.median(q for _, q in results)
+    print(f"R per seed {[round(r, 3) for r, _ in results]}, Q per seed {[round(q, 3) for _, q in results]}; "
+          f"K over {len(both)} candidates with a rung-1 and a final top1")  # fmt: skip
+    print(f"search cost: hypervolume asha/full at equal epochs {r_med:.3f}, epochs to full's hypervolume {q_med:.3f}, "
+          f"rank correlation of rung-1 and final top1 {tau:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
