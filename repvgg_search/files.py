@@ -63,6 +63,12 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
+def write_figure(fig: Any, path: Path, **savefig: Any) -> None:
+    """Atomically save a matplotlib figure (its format from the suffix): a full disk leaves no torn or empty file."""
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", **savefig))
+
+
 def write_csv(path: Path, df: pd.DataFrame) -> None:
     """Atomically write `df` as CSV without its index."""
     write_text(path, df.to_csv(index=False))

@@ -106,6 +106,10 @@ def test_asha_stops_the_rest_of_each_rung_and_trains_the_best_to_the_end(asha_se
     assert list(table) == [1] and {e.trial_id for e in table[1]} == {r.search.candidate for r in rung1}
     stopped = [t for t in study.get_trials() if t.user_attrs.get("kind") == "stopped_early"]
     assert all(t.state == TrialState.PRUNED and t.user_attrs["asha_rung"] == 1 for t in stopped)
+    # A proposal of a candidate already trained is told as that candidate was (never FAIL, which samplers ignore:
+    # TPE proposed one stopped candidate 120 times over in a 16-candidate space before this)
+    again = [t for t in study.get_trials() if "duplicate_of" in t.user_attrs]
+    assert all(t.state in (TrialState.PRUNED, TrialState.COMPLETE) for t in again)
 
 
 @pytest.mark.slow

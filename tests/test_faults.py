@@ -9,13 +9,16 @@ import signal
 import subprocess
 from pathlib import Path
 
+import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from support import QUICK_TRIAL, REPO, cli_command, held_epochs_env, hold_epochs, run_cli, wait_for
 
 from repvgg_search import files
 from repvgg_search.config import CONF_DIR, register_configs
+from repvgg_search.locks import FileLock
 from repvgg_search.trial import TrialInterrupted, run_trial, settings_from_config
+from repvgg_search.trial.folder import LOCK
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +49,71 @@ def test_a_driver_killed_and_rerun_at_once_never_trains_a_trial_twice(tmp_path):
     assert json.loads((trial / "result.json").read_text())["status"] == "completed"
     assert len(files.read_jsonl(folder / "jobs.jsonl")) == 2  # the rerun's job adopted the result
     assert "waiting for it to end" in job_logs(folder)  # the rerun's job said why it waited
+
+
+def _sigterm_mid_trial(tmp_path: Path, folder: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
+    """Start the sweep command `args` under submitit's local launcher, wait for its trial's first epoch, hold the
+    next one, SIGTERM the process that provably trains the trial (the submitit job), and wait for the trial to
+    record `interrupted`; returns the driver (still running) and the trial folder."""
+    env = held_epochs_env(tmp_path)
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed with the test's tmp_path)
+    driver = subprocess.Popen(cli_command("repvgg_search.sweep", *args), cwd=REPO, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    trial = wait_for(lambda: next((d for d in folder.glob("trials/*") if epochs_of(d)), None), 180,
+                     "the trial's first epoch")  # fmt: skip
+    with hold_epochs(tmp_path):  # the trial waits at its next epoch: the signal lands mid-trial for sure
+        pid = wait_for(lambda: FileLock(trial / LOCK).proven_holder(), 60, "the trial's lock holder")
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: (files.read_json(trial / "result.json") or {}).get("status") == "interrupted", 60,
+                 "the trial to record interrupted (submitit bypassed SIGTERM before)")  # fmt: skip
+        _gone(pid, 60)  # the job ended: it did not train on
+    return driver, trial
+
+
+def _gone(pid: int, timeout: float) -> None:
+    def ended() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/status").read_text().count("zombie") > 0
+
+    wait_for(ended, timeout, f"process {pid} to end")
+
+
+def test_sigterm_stops_a_grid_jobs_trial_which_the_sweep_resumes(tmp_path):
+    """The same signal policy as a plain process: SIGTERM to a sweep's job stops its trial at the checkpoint
+    (status interrupted, not a failure), and the driver runs it again from there: no epoch trained twice."""
+    folder = tmp_path / "s"
+    args = ["+sweep=ablation", "sweep.axes={variant:[full]}", "sweep.seeds=1", f"sweep.dir={folder}", *QUICK_TRIAL,
+            "train.epochs=3", "sweep.poll_s=0.2"]  # fmt: skip
+    driver, trial = _sigterm_mid_trial(tmp_path, folder, args)
+    assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    result = json.loads((trial / "result.json").read_text())
+    assert result["status"] == "completed" and result["resumes"], result.get("resumes")
+    assert epochs_of(trial) == [1, 2, 3], "an epoch was trained twice (or lost)"
+    assert len(files.read_jsonl(folder / "jobs.jsonl")) == 2  # the interrupted job, then the one that resumed
+
+
+def test_sigterm_stops_a_search_workers_trial_which_the_search_resumes(tmp_path):
+    """The same for a width search's worker job: its trial is told interrupted, its parameters are queued again,
+    the driver starts a worker, and the retry resumes from the checkpoint."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from support import FAST_SEARCH, SYNTHETIC_DATA, TINY_SEARCH
+
+    folder = tmp_path / "s"
+    args = ["+sweep=width_search", f"sweep.dir={folder}", *TINY_SEARCH, *SYNTHETIC_DATA, *FAST_SEARCH, "threads=1",
+            "train.epochs=3", "launcher.max_parallel=1", "search.n_trials=1", "tracking.mode=disabled"]  # fmt: skip
+    driver, trial = _sigterm_mid_trial(tmp_path, folder, args)
+    assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    study = optuna.load_study(study_name="width_search",
+                              storage=JournalStorage(JournalFileBackend(str(folder / "study.journal"))))  # fmt: skip
+    kinds = [t.user_attrs.get("kind") for t in study.get_trials()]
+    assert kinds[0] == "interrupted" and kinds[-1] == "completed", kinds
+    result = json.loads((trial / "result.json").read_text())
+    assert result["status"] == "completed" and result["resumes"], result.get("resumes")
+    assert epochs_of(trial) == [1, 2, 3], "an epoch was trained twice (or lost)"
 
 
 def job_logs(folder: Path) -> str:

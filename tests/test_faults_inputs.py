@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from support import FAST_SEARCH, SYNTHETIC_DATA, TINY_SEARCH, environ, run_cli
+from support import FAST_SEARCH, SYNTHETIC_DATA, TINY_SEARCH, environ, require, run_cli
 
 from repvgg_search.search.settings import SearchError, SearchSettings
 from repvgg_search.search.storage import make_storage
@@ -136,3 +136,142 @@ def test_from_trial_refuses_a_malformed_record_naming_the_file_and_the_field(tmp
     with pytest.raises(BadInputError) as err:
         from_trial(tmp_path)
     assert str(tmp_path / "result.json") in str(err.value) and field in str(err.value)
+
+
+# -- a full disk during collect and report: one line, the previous files whole, nothing torn or empty -----------
+GOLDEN_SEARCH = Path(__file__).parent / "golden" / "v1" / "search"  # a finished search's folder (real records)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB tmpfs (root and Linux only: skipped with the reason elsewhere, a failure in CI)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    ok = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                                              capture_output=True).returncode == 0  # fmt: skip
+    require(ok, "a small tmpfs needs root and mount(8) (a real full disk)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> None:
+    """Take every free byte of the file system (what a full disk leaves)."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        for _ in range(1 << 20):
+            try:
+                f.write(b"\0" * 4096)
+            except OSError:
+                return
+    raise AssertionError(f"{disk} did not fill up")
+
+
+def _torn_or_temporary(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and p.name != "filler" and (p.stat().st_size == 0
+                                                                                 or p.name.startswith("."))]  # fmt: skip
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_collect_on_a_full_disk_is_one_line_and_keeps_the_previous_tables(small_disk):
+    import shutil
+
+    folder = small_disk / "search"
+    shutil.copytree(GOLDEN_SEARCH, folder)
+    args = ["+sweep=width_search", f"sweep.dir={folder}", "sweep.action=collect"]
+    first = run_cli("repvgg_search.sweep", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p.name: p.read_bytes() for p in folder.glob("*.csv")} | {
+        "summary.md": (folder / "summary.md").read_bytes()
+    }
+    (folder / "results.csv").unlink()  # so that collect must write again on the full disk
+    before.pop("results.csv")
+    _fill(small_disk)
+    line = _one_error_line(run_cli("repvgg_search.sweep", *args))
+    assert line.startswith("error: no space left on device writing ") and line.endswith("(OSError ENOSPC)"), line
+    assert str(folder) in line
+    assert all((folder / name).read_bytes() == data for name, data in before.items())  # whole, not rewritten torn
+    assert _torn_or_temporary(folder) == []
+
+
+@pytest.mark.slow
+def test_a_report_on_a_full_disk_is_one_line_and_leaves_no_empty_figure(small_disk):
+    out = small_disk / "report"
+    out.mkdir()
+    _fill(small_disk)
+    line = _one_error_line(run_cli("repvgg_search.analysis.report", GOLDEN_SEARCH, "-o", out))
+    assert line.startswith("error: no space left on device writing ") and str(out) in line, line
+    assert _torn_or_temporary(out) == []
+
+
+@pytest.mark.parametrize(("name", "asked", "size"), [("cifar10", 60000, 50000), ("imagenet", 20000, 3)])
+def test_calib_images_above_the_training_split_is_refused_before_any_loading(tmp_path, name, asked, size):
+    """CIFAR's split is known without loading it; an ImageNet folder is scanned when the count is suspicious
+    (above 10 000). The data files here are not images: loading them would fail otherwise than with exit 2."""
+    root = tmp_path / "data"
+    if name == "cifar10":
+        (root / "cifar-10-batches-py").mkdir(parents=True)
+        (root / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not a batch")
+    else:
+        for split, n in (("train", size), ("val", 1)):
+            (root / split / "n01440764").mkdir(parents=True)
+            for i in range(n):
+                (root / split / "n01440764" / f"{i}.JPEG").write_bytes(b"not a jpeg")
+    proc = run_cli("repvgg_search.train", f"data.name={name}", f"data.root={root}", "quant.ptq=true",
+                   f"quant.calib_images={asked}", f"output_dir={tmp_path / 'out'}")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"quant.calib_images={asked} must be between 1 and the {size} training images" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# -- inputs that exhaust the machine: a lower bound of training memory, checked before anything is written -------
+def test_the_memory_bound_counts_what_autograd_really_saves():
+    """The meta-device count equals the bytes autograd saves in a real CPU training step of the same model."""
+    import torch
+
+    from repvgg_search.models import arch_config, build_model
+    from repvgg_search.profile.memory import training_memory
+
+    arch = arch_config("a0")
+    model = build_model(arch).train()
+
+    def saved(batch: int) -> int:
+        seen = {}
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: seen.setdefault(id(t), t), lambda t: t):
+            model(torch.randn(batch, 3, 32, 32))
+        return sum(t.numel() * t.element_size() for t in seen.values())
+
+    need = training_memory(arch, 3, 32)
+    assert need.activations == 3 * (saved(3) - saved(2)) > 0  # what each image adds, as a real step saves it
+    assert saved(3) >= need.activations  # a lower bound of what a real step keeps
+    assert need.parameters == sum(p.numel() * 4 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data.image_size=1024"], "data.image_size=1024 makes the in-memory data set 21.1 GiB"),
+        (["data.image_size=512", "data.batch_size=1024"], "data.batch_size=1024 at data.image_size=512 needs at least"),
+    ],
+)
+def test_a_training_that_cannot_fit_is_refused_before_anything(tmp_path, args, message):
+    """Before: data.image_size=4096 took 17 GB of a 23 GB machine within a minute. Now: exit 2 in seconds, naming
+    the fields and the figures, no folder made (the bound assumes less than 21 GiB free: CI's machines have 24)."""
+    import torch
+
+    from repvgg_search.profile.memory import free_memory
+
+    require(free_memory(torch.device("cpu")) < 21 * 1024**3, "this host has more than 21 GiB free")
+    proc = run_cli("repvgg_search.train", *args, "threads=1", f"output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "free; lower data." in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import random
 import re
 import subprocess
@@ -156,6 +157,14 @@ class Report:
     pngs: list[Drawn]
 
 
+def _saved_path(fname: Any) -> Path:
+    """The figure's final path: `files.write_figure` saves into the temporary file `.<name>.<random>` it then renames."""
+    if not hasattr(fname, "fileno"):
+        return Path(fname)
+    tmp = Path(os.readlink(f"/proc/self/fd/{fname.fileno()}"))
+    return tmp.with_name(tmp.name[1:].rsplit(".", 1)[0])
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     root = realistic_sources(tmp_path_factory.mktemp("sources"))
@@ -172,7 +181,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     def recording_savefig(self: MplFigure, fname: Any, *args: Any, **kwargs: Any) -> None:
         texts.clear()
         savefig(self, fname, *args, **kwargs)
-        pngs.append(Drawn(Path(fname), self, list(texts.values())))
+        pngs.append(Drawn(_saved_path(fname), self, list(texts.values())))
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Text, "draw", recording_draw)

@@ -30,7 +30,7 @@ from repvgg_search.search.driver import claim_search_folder
 from repvgg_search.search.plan import plan_search, prepare_study
 from repvgg_search.search.settings import SearchError, search_settings
 from repvgg_search.search.storage import HeartbeatJournalStorage
-from repvgg_search.search.study import Budget, claim_slot, record, search_loop, tally
+from repvgg_search.search.study import Budget, claim_slot, propose_untried, record, search_loop, tally
 from repvgg_search.search.worker import epoch_reporter, worker_loop
 from repvgg_search.sweep.cli import register
 from repvgg_search.sweep.folder import SweepFolder
@@ -194,6 +194,60 @@ def test_pruning_reporter_stops_a_poor_trial():
     on_epoch = epoch_reporter(study.ask())
     with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
         on_epoch(1, {"val_top1": 10.0})
+
+
+def test_propose_untried_enqueues_a_candidate_no_trial_has_proposed():
+    grid = {"a": [0.25, 0.5], "b": [0.25, 0.5]}
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for a, b in [(0.25, 0.25), (0.25, 0.5), (0.5, 0.25)]:
+        study.enqueue_trial({"a": a, "b": b})
+        t = study.ask()
+        t.suggest_float("a", 0.25, 0.5, step=0.25), t.suggest_float("b", 0.25, 0.5, step=0.25)
+        study.tell(t, [1.0, 1.0])
+    assert propose_untried(study, grid, seed=0) == {"a": 0.5, "b": 0.5}  # the only one left
+    assert propose_untried(study, grid, seed=0) is None  # it waits already: not twice
+    t = study.ask()
+    assert (t.suggest_float("a", 0.25, 0.5, step=0.25), t.suggest_float("b", 0.25, 0.5, step=0.25)) == (0.5, 0.5)
+    study.tell(t, [1.0, 1.0])
+    assert propose_untried(study, grid, seed=0) is None  # the space is exhausted
+
+
+def _worker_study(plan) -> optuna.Study:
+    return optuna.load_study(study_name=plan.study_name, storage=JournalStorage(JournalFileBackend(plan.storage)))
+
+
+@pytest.mark.slow
+def test_a_small_space_is_searched_to_its_last_candidate(tmp_path):
+    """TPE re-proposes known points of a 4-candidate space (97 repeats before this was fixed); each repeat is
+    followed by an untried candidate, so n_trials = the whole space is reached with few skips."""
+    plan = make_plan(tmp_path / "s", *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "launcher=debug", "train.epochs=1",
+                     "search.n_trials=4", "search.space.groups=[1]")  # fmt: skip
+    claim_search_folder(plan)
+    prepare_study(plan)
+    out = worker_loop(plan, 0)
+    counts = tally(_worker_study(plan).get_trials())
+    assert counts["trained"] == 4 and out["stopped"] == "the study holds its 4 trained trials", out
+    assert counts["duplicate"] <= 4  # each repeat is followed by a new candidate (max_skipped is 100)
+
+
+@pytest.mark.slow
+def test_an_exhausted_space_stops_with_the_true_reason(tmp_path):
+    """2 of the 4 candidates are over the MAC budget and n_trials=3: the search ends once all 4 were proposed and
+    says so (not a blame on the sampler, nor the promise that a rerun continues)."""
+    folder = tmp_path / "s"
+    proc = sweep_cmd(f"sweep.dir={folder}", *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "train.epochs=1",
+                     "launcher.max_parallel=1", "search.n_trials=3", "search.space.groups=[1]",
+                     "search.constraints.max_gmacs=0.05")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "the study holds 2 of 3 trained trials: every one of the space's 4 candidates has been proposed" in (
+        proc.stdout
+    )
+    assert "rerun the same command" not in proc.stdout
+    study = optuna.load_study(study_name="width_search",
+                              storage=JournalStorage(JournalFileBackend(str(folder / "study.journal"))))  # fmt: skip
+    counts = tally(study.get_trials())
+    assert counts["trained"] == 2 and counts["infeasible"] >= 2 and counts["proposed"] == 4
+    assert len(study.get_trials()) < 20  # it stopped at exhaustion, not after search.max_skipped (100) repeats
 
 
 # -- real trials ------------------------------------------------------------------------------------------------

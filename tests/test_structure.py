@@ -212,6 +212,18 @@ def test_analysis_report_does_not_load_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
 
 
+def test_a_trial_process_does_not_load_the_statistics_stack():
+    """A trial process (the train command, a sweep's job) writes per-image bits but runs no statistics: it never
+    imports pandas or scipy.stats (about a second per trial, which every sweep and the demo pay per trial)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, repvgg_search.trial.cli, repvgg_search.trial.runner; "
+            "assert not {'pandas', 'scipy.stats'} & set(sys.modules), sorted({'pandas', 'scipy.stats'} & set(sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_only_locks_takes_file_locks():
     users = [m for m, p in _modules().items() if "fcntl.flock" in p.read_text() and m != "repvgg_search.locks"]
     assert not users, f"file locks outside locks.py: {users}"

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import BadInputError
+from ..errors import exit_on_bad_input
 from .load import SOURCE_HELP
 from .report import build
 
@@ -28,11 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build the report, print where it went and what it left out."""
     args = _parser().parse_args(argv)
-    try:
-        out = build(args.source, args.outdir, group=args.group, tags=args.tags, state=args.state)
-    except BadInputError as e:  # SourceError, ReportError, an unknown --state
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # Bad input (SourceError, ReportError, an unknown --state): one line, exit 2; a full disk: one line, exit 1.
+    out = exit_on_bad_input(build)(args.source, args.outdir, group=args.group, tags=args.tags, state=args.state)
     print(f"wrote {len(out.files)} files to {out.outdir}: report.md, report.html, {len(out.files) - 4} PNG figures")
     print(f"trials in the report: {len(out.loaded.records)}; records left out entirely: {len(out.loaded.skipped)}")
     for where, why in out.loaded.skipped[:10]:

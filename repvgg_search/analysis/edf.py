@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import files
 from .plots import html_layout, new_figure, outside_legend, wrap
 
 MIN_MODELS = 2  # a curve of one model is a single step: it says nothing a table does not
@@ -56,7 +57,7 @@ def edf_png(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:
     ax.set_title(wrap(title, 380, 10), fontsize=10)
     ax.grid(alpha=0.3)
     outside_legend(ax)
-    fig.savefig(path)
+    files.write_figure(fig, path)
     return path
 
 

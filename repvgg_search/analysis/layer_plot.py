@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import files
+
 DPI = 110  # as the report's other PNGs (analysis/plots.py)
 
 SQNR_SERIES = (("sqnr_db", "layer output (weights + input)", "-o"), ("weight_sqnr_db", "weights only", "--^"),
@@ -82,7 +84,7 @@ def plot_layers(
     fig.suptitle(title, fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    files.write_figure(fig, path, dpi=DPI)
     return path
 
 

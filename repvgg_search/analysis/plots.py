@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import files
 from .fronts import Front
 from .reference import paper_reference
 from .tables import hover_text, point_label
@@ -216,7 +217,7 @@ def front_png(front: Front, path: Path) -> Path:
     labelled = [(r.x, r.y, point_label(r)) for r in front_pts.iloc[spread].itertuples(index=False)]
     # Labels keep clear of front points only: dominated ones may lie under a label's white backing.
     annotate_points(ax, labelled, front_pts[["x", "y"]].to_numpy(dtype=float))
-    fig.savefig(path)
+    files.write_figure(fig, path)
     return path
 
 
@@ -313,7 +314,7 @@ def figure1_png(paper: pd.DataFrame, ours: Front | None, path: Path) -> Path:
     freeze_layout(fig)
     xy = paper[["images_per_s", "top1"]].to_numpy(dtype=float)
     annotate_points(left, [(x, y, name) for (x, y), name in zip(xy, paper["name"])], xy)
-    fig.savefig(path)
+    files.write_figure(fig, path)
     return path
 
 
@@ -424,7 +425,7 @@ def progress_png(progress: pd.DataFrame, path: Path, title: str, ylabel: str) ->
     ax.set_title(wrap(title, 480, 8), fontsize=8)
     outside_legend(ax)
     ax.grid(alpha=0.3)
-    fig.savefig(path)
+    files.write_figure(fig, path)
     return path
 
 

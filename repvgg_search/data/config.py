@@ -18,6 +18,7 @@ MIN_IMAGE_SIZE = 32  # five stride-2 stages: 32 px is the smallest input that st
 # minute, where 1024 px needs 16 times less. A documented bound refused before anything is allocated.
 MAX_IMAGE_SIZE = 1024
 CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_TRAIN_COUNT = 50_000  # torchvision's CIFAR-10/100 training split
 NATIVE_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 DIGITS_COUNT = 1797  # images in scikit-learn's load_digits, used to check val_fraction without loading it
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -145,12 +146,41 @@ def validate_data(cfg: DataConfig, device: object | None = None) -> None:
 
 
 def known_train_size(cfg: DataConfig) -> int | None:
-    """Training images of the in-memory data sets, known without loading them (None for the others)."""
+    """Training images of the data sets whose size is known without loading or scanning them: digits, synthetic,
+    CIFAR (torchvision's training split, 50 000 images); None for ImageNet (`count_train_images` scans it)."""
     if cfg.name == "synthetic":
         return cfg.synthetic_train_size
     if cfg.name == "digits":
         return DIGITS_COUNT - round(DIGITS_COUNT * cfg.val_fraction)
+    if cfg.name in CIFAR_DIRS:
+        return CIFAR_TRAIN_COUNT
     return None
+
+
+def in_memory_bytes(cfg: DataConfig) -> int:
+    """Host memory the in-memory data sets (digits, synthetic) hold once loaded at `image_size`: float32 3-channel
+    tensors of every image (0 for data read from files)."""
+    per_image = 3 * cfg.image_size**2 * 4
+    if cfg.name == "digits":
+        return DIGITS_COUNT * per_image
+    if cfg.name == "synthetic":
+        return (cfg.synthetic_train_size + cfg.synthetic_val_size) * per_image
+    return 0
+
+
+def count_train_images(cfg: DataConfig) -> int | None:
+    """The image files under an ImageNet folder's `root/train/<class>/` (a directory scan: seconds for ImageNet's
+    1.28 M files on a local disk); None for other data sets and formats."""
+    if cfg.name != "imagenet" or cfg.format != "folder" or not cfg.root:
+        return None
+    train = os.path.join(cfg.root, "train")
+    total = 0
+    with os.scandir(train) as classes:
+        for entry in classes:
+            if entry.is_dir():
+                with os.scandir(entry.path) as images:
+                    total += sum(1 for f in images if f.is_file() and not f.name.startswith("."))
+    return total
 
 
 def check_batch_fits(cfg: DataConfig, train_size: int | None, world_size: int = 1) -> None:

@@ -30,11 +30,21 @@ def job_state(job: Any) -> str:
     except Exception:  # sacct hiccups: treated as unknown and read again at the next poll
         return "UNKNOWN"
     state = str(state).upper()
-    if state in ("FINISHED", "DONE"):
-        return "COMPLETED"
+    if state in ("FINISHED", "DONE"):  # a local or debug job's end: its result says whether its function raised
+        return "FAILED" if _raised(job) else "COMPLETED"
     if state.startswith("NO PROCESS"):
-        return "COMPLETED" if getattr(job, "paths", None) and job.paths.result_pickle.exists() else "FAILED"
+        ended = getattr(job, "paths", None) and job.paths.result_pickle.exists()
+        return "FAILED" if not ended or _raised(job) else "COMPLETED"
     return state.split()[0] if state else "UNKNOWN"
+
+
+def _raised(job: Any) -> bool:
+    """Whether a finished job's function raised (submitit's local jobs end "FINISHED" either way; SLURM says FAILED
+    itself). A SIGTERM-ed search worker raises, and must read as failed to be restarted."""
+    try:
+        return job.exception() is not None
+    except Exception:  # no readable result: it did not end by returning
+        return True
 
 
 def job_log(job: Any) -> str:

@@ -7,11 +7,10 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from .. import files
-from ..errors import EXIT_BAD_INPUT, BadInputError
+from ..errors import exit_on_bad_input
 from .plan import SEARCH_JSON, SearchPlan, prepare_study
 from .settings import SearchError
 from .storage import check_storage
@@ -26,17 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", type=int, default=os.getpid(), help="worker index (seeds its sampler stream)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data = files.read_json(args.sweep_dir / SEARCH_JSON)
-    try:
-        if data is None:
-            raise SearchError(f"{args.sweep_dir} holds no search (no {SEARCH_JSON}); start it with the sweep command")
-        plan = SearchPlan.from_json(data, args.storage)
-        if plan.is_rdb and "***" in plan.storage:
-            raise SearchError(f"the study lives in {plan.storage}: pass --storage with the full URL")
-        check_storage(plan.storage, plan.settings)
-        prepare_study(plan)  # creates it when this worker comes first; refuses a study of another definition
-        print(json.dumps(worker_loop(plan, args.worker)))
-    except BadInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    exit_on_bad_input(_work)(args.sweep_dir, args.storage, args.worker)  # bad input: exit 2; a full disk: 1
     return 0
+
+
+def _work(sweep_dir: Path, storage: str | None, worker: int) -> None:
+    data = files.read_json(sweep_dir / SEARCH_JSON)
+    if data is None:
+        raise SearchError(f"{sweep_dir} holds no search (no {SEARCH_JSON}); start it with the sweep command")
+    plan = SearchPlan.from_json(data, storage)
+    if plan.is_rdb and "***" in plan.storage:
+        raise SearchError(f"the study lives in {plan.storage}: pass --storage with the full URL")
+    check_storage(plan.storage, plan.settings)
+    prepare_study(plan)  # creates it when this worker comes first; refuses a study of another definition
+    print(json.dumps(worker_loop(plan, worker)))

@@ -118,11 +118,10 @@ class SearchSweep:
     def _collect(self) -> dict[str, Any]:
         counts = tally(self.study.get_trials(deepcopy=False))
         if counts["trained"] < self.plan.settings.n_trials:
-            reason = self.plan.budget.stop_reason(counts) or "the workers ended early (see jobs/*.err)"
-            print(
-                f"the study holds {counts['trained']} of {self.plan.settings.n_trials} trained trials: {reason}; "
-                "rerun the same command to continue it"
-            )
+            reason = self.plan.budget.stop_reason(counts)
+            if reason is None:  # nothing in the study stops it: a rerun continues
+                reason = "the workers ended early (see jobs/*.err); rerun the same command to continue it"
+            print(f"the study holds {counts['trained']} of {self.plan.settings.n_trials} trained trials: {reason}")
         return {**collect_search(self.plan.sweep_folder), "study": dict(counts)}
 
 

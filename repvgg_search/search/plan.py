@@ -31,6 +31,7 @@ from .settings import (
     SpaceSpec,
     axis_values,
     search_settings,
+    space_size,
 )
 from .storage import check_storage, is_rdb_url, make_storage, mask_url, quiet
 from .study import Budget, make_pruner, make_sampler, worker_seed
@@ -130,7 +131,9 @@ class SearchPlan:
     @property
     def budget(self) -> Budget:
         s = self.settings
-        return Budget(s.n_trials, s.max_failed or s.n_trials, s.max_skipped or max(100, 10 * s.n_trials))
+        return Budget(
+            s.n_trials, s.max_failed or s.n_trials, s.max_skipped or max(100, 10 * s.n_trials), space_size(s.space)
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

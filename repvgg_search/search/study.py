@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
@@ -70,18 +72,69 @@ class Budget:
     n_trials: int
     max_failed: int
     max_skipped: int
+    space: int | None = None  # distinct candidates of a finite space (None: a continuous multiplier)
 
     def stop_reason(self, counts: Counter) -> str | None:
         if counts["trained"] >= self.n_trials:
             return f"the study holds its {self.n_trials} trained trials"
+        if self.space is not None and counts["proposed"] >= self.space and not counts["running"] + counts["waiting"]:
+            return (
+                f"every one of the space's {self.space} candidates has been proposed ({counts['trained']} trained, "
+                f"{counts['infeasible']} infeasible, {counts['failed']} failed): a rerun cannot add more; widen "
+                "search.space, relax search.constraints or lower search.n_trials"
+            )
         if counts["failed"] >= self.max_failed:
             return f"{counts['failed']} trials failed (search.max_failed={self.max_failed}): see their result.json"
         if counts["skipped"] >= self.max_skipped:
             return (
                 f"{counts['skipped']} proposals were infeasible or already trained (search.max_skipped="
-                f"{self.max_skipped}): the space holds too few feasible new candidates"
+                f"{self.max_skipped}): the sampler keeps proposing known candidates; raise search.max_skipped "
+                "and rerun to continue"
             )
         return None
+
+
+def candidate_key(params: dict[str, Any]) -> tuple:
+    """A candidate's parameters as a hashable key (floats rounded as the trial config rounds them)."""
+    return tuple(sorted((k, round(float(v), 10) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+def proposed_params(t: FrozenTrial) -> dict[str, Any]:
+    """The parameters a trial proposes: drawn ones, or an enqueued (waiting) trial's fixed ones."""
+    return t.params or dict(t.system_attrs.get("fixed_params") or {})
+
+
+def proposed_keys(trials: list[FrozenTrial]) -> set[tuple]:
+    """The distinct candidates proposed and settled or under way: running, waiting, trained, skipped or failed
+    (not a lost trial, whose retry waits with its parameters, nor a surplus or interrupted one: never trained)."""
+    keys = set()
+    for t in trials:
+        ended = kind(t) if t.state.is_finished() else None
+        lost = t.state == TrialState.FAIL and ended is None
+        if not lost and ended not in (Status.SURPLUS, Status.INTERRUPTED) and proposed_params(t):
+            keys.add(candidate_key(proposed_params(t)))
+    return keys
+
+
+def propose_untried(study: optuna.Study, grid: dict[str, list[Any]], seed: int) -> dict[str, Any] | None:
+    """In a finite space, enqueue one candidate no trial has proposed yet (drawn with `seed`), unless one waits.
+
+    A sampler that proposes known candidates again (TPE does, once a small space is mostly explored: 91 repeats
+    of one point were seen) would otherwise skip its way to search.max_skipped with slots left; this keeps every
+    skipped proposal followed by a new candidate, so a search reaches n_trials while the space has candidates.
+    Returns the enqueued parameters (None when one already waits or the space is exhausted).
+    """
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING and not is_promotion(t) for t in trials):
+        return None
+    seen = proposed_keys(trials)
+    names = sorted(grid)
+    fresh = [c for c in itertools.product(*(grid[n] for n in names)) if candidate_key(dict(zip(names, c))) not in seen]
+    if not fresh:
+        return None
+    params = dict(zip(names, fresh[np.random.default_rng(seed).integers(len(fresh))]))
+    study.enqueue_trial(params, skip_if_exists=False)
+    return params
 
 
 def is_promotion(t: FrozenTrial) -> bool:
@@ -126,6 +179,7 @@ def tally(trials: list[FrozenTrial]) -> Counter:
         counts["surplus"] += ended is Status.SURPLUS
         told = ended is not None and (ended.trained or ended in RELEASED)
         counts["lost"] += t.state == TrialState.FAIL and not told  # a dead worker's: retried
+    counts["proposed"] = len(proposed_keys(trials))
     return counts
 
 

@@ -48,10 +48,12 @@ from .rung_table import (
     promotion_target,
 )
 from .screen import ensure_screened, screened_trials
+from .settings import grid_space, space_size
 from .storage import quiet
-from .study import KIND, claim_slot, kind, record, search_loop, tally
+from .study import KIND, SKIPPED, claim_slot, kind, propose_untried, record, search_loop, tally, worker_seed
 
 _log = logging.getLogger(__name__)
+SKIPPED_KINDS = {s.value for s in SKIPPED}
 INTERRUPTS = (SystemExit, KeyboardInterrupt, TrialInterrupted, submitit.core.utils.UncompletedJobError)
 
 
@@ -63,8 +65,20 @@ class CandidateRunner:
         self.folder = plan.sweep_folder
         self.base = plan.base
         self.n_trials = n_trials or plan.settings.n_trials  # fewer when a screen kept fewer candidates
+        # A finite space the sampler proposes from (not a grid, not a screen's list): every skipped proposal is
+        # followed by an untried candidate, so repeats never starve the search (study.propose_untried).
+        finite = space_size(self.s.space) is not None and self.s.sampler != "grid" and self.s.screen is None
+        self.grid = grid_space(self.s.space) if finite else None
 
     def __call__(self, study: optuna.Study, trial: optuna.Trial) -> str:
+        told = self._evaluate(study, trial)
+        if self.grid is not None and told in SKIPPED_KINDS:
+            params = propose_untried(study, self.grid, worker_seed(self.s.seed, self.worker, trial.number))
+            if params is not None:
+                _log.info("trial %d was %s; enqueued an untried candidate %s", trial.number, told, params)
+        return told
+
+    def _evaluate(self, study: optuna.Study, trial: optuna.Trial) -> str:
         params = suggest(trial, self.s.space)
         config = candidate_config(self.base, self.s.space, params, self.plan.study_name)
         try:
@@ -104,8 +118,10 @@ class CandidateRunner:
                     trial.set_user_attr("duplicate_of", earlier.number)
                     if "latency_ms" in earlier.constraints:  # the budgets' constraints are set above already
                         trial.set_constraint("latency_ms", earlier.constraints["latency_ms"])
-                    values = list(earlier.values) if earlier.values else None  # none: a stopped_early candidate
-                    state = TrialState.COMPLETE if values else TrialState.FAIL
+                    # A stopped_early candidate has no values: told as it was (PRUNED), so that the sampler sees one
+                    # more trial there (a FAIL it ignores, and TPE would propose the same point again and again).
+                    values = list(earlier.values) if earlier.values else None
+                    state = TrialState.COMPLETE if values else TrialState.PRUNED
                     return record(study, trial, Status.DUPLICATE, values, state=state)
             ladder = self.plan.ladder
             if ladder is None:

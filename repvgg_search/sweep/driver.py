@@ -166,8 +166,11 @@ class GridSweep:
         return out
 
     def _ended(self, tid: str, job: Any, state: str) -> bool:
-        """Record an end the trial could not record itself; run a failed trial again."""
+        """Record an end the trial could not record itself; run a failed or interrupted trial again (an interrupted
+        one resumes from its checkpoint; a user stops a sweep with sweep.action=cancel)."""
         status = self.folder.status(tid)
+        if status is Status.INTERRUPTED and not state.startswith("CANCELLED"):  # SIGTERM to its job: resumed
+            return True
         if not status.terminal:  # the job ended without the trial recording an end: killed, cancelled, ...
             status = Status.CANCELLED if state.startswith("CANCELLED") else Status.FAILED
             self.folder.mark(tid, status, f"job {job.job_id} ended ({state}) without a result; log: {job_log(job)}")

@@ -27,7 +27,7 @@ from . import (
     run_trial,
     settings_from_config,
 )
-from .runner import one_line
+from .runner import check_memory, one_line
 
 register_configs()
 _log = logging.getLogger("repvgg_search.train")
@@ -50,6 +50,7 @@ def trial_folder(cfg: DictConfig, settings: TrialSettings) -> Path:
 def prepare(cfg: DictConfig) -> tuple[TrialSettings, Path]:
     """Validate the config and the output folder (BadInputError before any training or any folder is made)."""
     settings = settings_from_config(cfg)
+    check_memory(settings)  # before the folder (and its log) exists
     trial_dir = trial_folder(cfg, settings)
     claim_folder(trial_dir, settings)
     return settings, trial_dir

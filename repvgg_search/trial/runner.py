@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import math
 import os
@@ -24,12 +23,14 @@ import submitit
 import torch
 
 from .. import checkpoints, devices, files
-from ..analysis.per_image import order_digest, write_correct
-from ..data import WAIT_WARN_FRACTION, build_loaders, wait_summary
+from ..analysis.bits import order_digest, write_correct
+from ..data import WAIT_WARN_FRACTION, build_loaders, in_memory_bytes, wait_summary
 from ..devices import DeviceLock, resolve_device, training_environment
 from ..distributed import DistInfo, cleanup, gather_shards, init_distributed, unwrap, wrap_ddp
+from ..errors import resource_error
 from ..models import build_model
 from ..profile import arch_sizes
+from ..profile.memory import check_training_memory
 from ..progress import want_progress
 from ..schema import (
     DATA_WAIT_CONVENTION,
@@ -147,6 +148,7 @@ class _Trial:
         self.final_eval: dict | None = None  # the last epoch's evaluation, reused by the end of the trial
 
     def run(self) -> TrialRecord:
+        check_memory(self.s)  # bad input, refused before any file is written or memory taken
         status, error, result = Status.FAILED, None, None
         try:
             with _interruptible():
@@ -426,22 +428,23 @@ class _Trial:
                 self.tracker.summarize(result)
 
 
+def check_memory(settings: TrialSettings) -> None:
+    """Refuse (BadInputError) a trial whose training cannot fit: a lower bound of what it needs (autograd's saved
+    tensors counted on the meta device, weights, gradients, momentum, the in-memory data set) against the memory
+    its device has free (`profile.memory`)."""
+    cfg = settings.cfg
+    check_training_memory(settings.arch, cfg.data.batch_size, cfg.data.image_size, resolve_device(cfg.device),
+                          amp=cfg.train.amp != "none", data_bytes=in_memory_bytes(cfg.data))  # fmt: skip
+
+
 def one_line(exc: BaseException) -> str:
     """An error in one line that names the resource: a full disk with its path, memory with the device."""
-    for cause in _chain(exc):
-        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            return f"no space left on device writing {cause.filename or 'a record'} (OSError ENOSPC)"
+    line = resource_error(exc)
+    if line is not None:
+        return line
     if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return f"out of memory ({type(exc).__name__}): {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"
-
-
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 def _prefixed(d: dict, prefix: str) -> dict:
@@ -450,19 +453,24 @@ def _prefixed(d: dict, prefix: str) -> dict:
 
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
-    """Turn SIGTERM/SIGUSR2 into `TrialInterrupted` in a plain process.
+    """Turn SIGTERM (and, in a plain process, SIGUSR2) into `TrialInterrupted`: the trial stops at its last
+    checkpoint and records `interrupted`.
 
-    Under submitit its own handlers stay (SIGUSR2 checkpoints the `TrialRunner` and requeues the job, then
-    exits with SystemExit, which the trial records as interrupted); outside the main thread nothing is installed.
+    One policy for a plain process, a grid sweep's job and a search worker's job: SIGTERM (a person's `kill`,
+    `scancel`, a cluster's preemption without a warning signal) stops the trial now, and its sweep or search runs it
+    again from the checkpoint. Under submitit, SIGUSR2 (SLURM's preemption/time-limit warning) stays submitit's: it
+    checkpoints the job and requeues it; submitit's own SIGTERM handler, which only logs "Bypassing signal SIGTERM"
+    and lets the trial train on, is replaced while a trial runs. Outside the main thread nothing is installed.
     """
-    if "SUBMITIT_FOLDER" in os.environ or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
         raise TrialInterrupted(f"received {signal.Signals(signum).name}")
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    signals = (signal.SIGTERM,) if "SUBMITIT_FOLDER" in os.environ else (signal.SIGTERM, signal.SIGUSR2)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..config import TrialConfig, to_arch
-from ..data import READ_FIELDS, expected_num_classes, known_train_size
+from ..data import READ_FIELDS, count_train_images, expected_num_classes, known_train_size
 from ..deploy.quant import reference_device
 from ..deploy.quant_protocols import QuantError, protocol_of_config
 from ..devices import resolve_device
@@ -106,6 +106,9 @@ def validate(cfg: DictConfig | dict) -> TrialSettings:
     return settings_from_config(cfg)
 
 
+SCAN_ABOVE = 10_000  # calibration images above this are checked against a scan of an ImageNet folder's train split
+
+
 def _validate_run(cfg: TrialConfig) -> None:
     if not 0 <= cfg.seed < 2**63:
         raise BadInputError(f"seed={cfg.seed} must be an integer in [0, 2**63): it seeds torch and the data order")
@@ -119,6 +122,8 @@ def _validate_run(cfg: TrialConfig) -> None:
     reference_device(cfg.quant.reference_device)
     check_int(cfg.quant.layer_images, "quant.layer_images", 0, "0: no per-layer analysis", QuantError)
     train_size = known_train_size(cfg.data)
+    if cfg.quant.ptq and train_size is None and protocol.calib_images > SCAN_ABOVE:  # only a suspicious count
+        train_size = count_train_images(cfg.data)  # pays for a scan of ImageNet's train folder
     if cfg.quant.ptq and train_size is not None and protocol.calib_images > train_size:
         raise BadInputError(
             f"quant.calib_images={protocol.calib_images} must be between 1 and the {train_size} training images of "
