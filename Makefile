@@ -3,6 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes: most tests wait on subprocesses (trials, SLURM, sweeps), so 2 keep 2 cores busy; a file's tests
+# stay in one process (--dist loadfile) and share its module fixtures.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast services lint bench
 
@@ -22,11 +25,11 @@ demo: install
 # The whole suite. Tests that need a system service (SLURM, PostgreSQL, Chromium) skip with a reason unless
 # `make services` started it; CI runs `make services` first and sets REPVGG_REQUIRE_ALL=1 (a skip fails there).
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The quick tier: everything not marked slow (no training runs, no subprocess sweeps).
 test-fast: install
-	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # Installs and starts system services as root on Debian (apt packages, a single-node SLURM cluster, PostgreSQL,
 # headless Chromium); elsewhere it says what it did not start.

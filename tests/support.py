@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,6 +74,48 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+class CliServer:
+    """Command lines for tests that run many short ones (each refused in a second): `run(module, *args, cwd=...)`
+    answers like `run_cli`, but from a child forked off one warm interpreter (`tests/cli_server.py`), which has
+    imported `warm` once instead of at every start (3.5 s a command on the development machine). The child runs
+    the module as `python -m` would; a test that checks how a real process starts uses `run_cli`."""
+
+    def __init__(self, warm: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "cli_server.py"), *warm],
+            cwd=REPO,
+            env=None if env is None else dict(env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self._read(300, "the fork server to import its modules")
+
+    def _read(self, timeout: float, what: str) -> str:
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        line = self._proc.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            pytest.fail(f"no answer from the fork server after {timeout} s waiting for {what}")
+        return line
+
+    def run(
+        self, module: str, *args: str | os.PathLike, cwd: str | os.PathLike, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        request = {"module": module, "args": [str(a) for a in args], "cwd": str(cwd)}
+        self._proc.stdin.write(json.dumps(request) + "\n")
+        self._proc.stdin.flush()
+        reply = json.loads(self._read(timeout, f"python -m {module} {' '.join(request['args'])}"))
+        return subprocess.CompletedProcess(cli_command(module, *args), reply["rc"], reply["stdout"], reply["stderr"])
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
 
 
 def wait_for(predicate: Callable[[], _T], timeout: float, what: str, interval: float = 0.2) -> _T:

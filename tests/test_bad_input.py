@@ -4,18 +4,27 @@ allowed, no traceback, and no file or folder written; from the Python API with a
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from support import REPO, environ, run_cli
+from support import REPO, CliServer, environ, run_cli
 from torch import nn
 
 from repvgg_search.errors import BadInputError
 from repvgg_search.models import create_model, load_state_dict, reparameterize_model
 from repvgg_search.profile import complexity, throughput
 
-pytestmark = pytest.mark.slow  # each case starts a Python process
+# Each case is a command line; all but one per command run forked off one warm interpreter (support.CliServer),
+# which imports torch, Hydra and the package once; the first case of each list starts a real `python -m` process.
+WARM = [
+    "repvgg_search.trial.cli",
+    "repvgg_search.sweep.cli",
+    "repvgg_search.profile.cli",
+    "repvgg_search.analysis.cli",
+    "repvgg_search.search.cli",
+]
 A_FILE = "a_file.txt"  # created in the working folder of each case: a path that is a file, not a folder
 
 TRAIN = [
@@ -96,40 +105,59 @@ REPORT = [
 ]
 
 
-def refused(tmp_path: Path, module: str, args: list[str]) -> str:
-    """Run the command in an empty folder (plus A_FILE): exit 2, no traceback, nothing written. Its stderr."""
+@pytest.fixture(scope="module")
+def cli() -> Iterator[CliServer]:
+    server = CliServer(WARM, env=environ(PYTHONPATH=str(REPO)))
+    yield server
+    server.close()
+
+
+def refused(tmp_path: Path, module: str, args: list[str], cli: CliServer | None = None) -> str:
+    """Run the command in an empty folder (plus A_FILE): exit 2, no traceback, nothing written. Its output. Without
+    `cli`, in a new Python process."""
     (tmp_path / A_FILE).write_text("not a folder\n")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    proc = run_cli(module, *args, cwd=tmp_path, env=environ(PYTHONPATH=str(REPO)), timeout=120)
+    if cli is None:
+        proc = run_cli(module, *args, cwd=tmp_path, env=environ(PYTHONPATH=str(REPO)), timeout=120)
+    else:
+        proc = cli.run(module, *args, cwd=tmp_path)
     assert proc.returncode == 2, f"{args}: exit {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "the refused command wrote files"
     return proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize(("args", "message"), TRAIN, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_train_refuses(tmp_path, args, message):
-    assert message in refused(tmp_path, "repvgg_search.train", args)
+def _cases(cases: list[tuple[list[str], str]]) -> list:
+    """The cases as parameters, the first marked to run in a new process (`fresh`)."""
+    return [
+        pytest.param(args, message, i == 0, id=" ".join(args) + (" (new process)" if i == 0 else ""))
+        for i, (args, message) in enumerate(cases)
+    ]
 
 
-@pytest.mark.parametrize(("args", "message"), SWEEP, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_sweep_refuses(tmp_path, args, message):
-    assert message in refused(tmp_path, "repvgg_search.sweep", args)
+@pytest.mark.parametrize(("args", "message", "fresh"), _cases(TRAIN))
+def test_train_refuses(tmp_path, cli, args, message, fresh):
+    assert message in refused(tmp_path, "repvgg_search.train", args, None if fresh else cli)
 
 
-@pytest.mark.parametrize(("args", "message"), PROFILE, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_profile_refuses(tmp_path, args, message):
-    assert message in refused(tmp_path, "repvgg_search.profile", args)
+@pytest.mark.parametrize(("args", "message", "fresh"), _cases(SWEEP))
+def test_sweep_refuses(tmp_path, cli, args, message, fresh):
+    assert message in refused(tmp_path, "repvgg_search.sweep", args, None if fresh else cli)
 
 
-@pytest.mark.parametrize(("args", "message"), REPORT, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_report_refuses(tmp_path, args, message):
-    assert message in refused(tmp_path, "repvgg_search.analysis.report", args)
+@pytest.mark.parametrize(("args", "message", "fresh"), _cases(PROFILE))
+def test_profile_refuses(tmp_path, cli, args, message, fresh):
+    assert message in refused(tmp_path, "repvgg_search.profile", args, None if fresh else cli)
 
 
-def test_report_refuses_an_output_that_is_a_file(tmp_path):
+@pytest.mark.parametrize(("args", "message", "fresh"), _cases(REPORT))
+def test_report_refuses(tmp_path, cli, args, message, fresh):
+    assert message in refused(tmp_path, "repvgg_search.analysis.report", args, None if fresh else cli)
+
+
+def test_report_refuses_an_output_that_is_a_file(tmp_path, cli):
     (tmp_path / "src").mkdir()
-    assert "is a file, not a folder" in refused(tmp_path, "repvgg_search.analysis.report", ["src", "-o", A_FILE])
+    assert "is a file, not a folder" in refused(tmp_path, "repvgg_search.analysis.report", ["src", "-o", A_FILE], cli)
 
 
 def _checkpoints(folder: Path) -> dict[str, str]:
@@ -156,10 +184,10 @@ class Evil:
         return (os.system, ("touch PWNED",))
 
 
-def test_profile_refuses_every_bad_checkpoint(tmp_path):
+def test_profile_refuses_every_bad_checkpoint(tmp_path, cli):
     cases = _checkpoints(tmp_path)
     for name, message in cases.items():
-        out = refused(tmp_path, "repvgg_search.profile", [f"checkpoint={tmp_path / name}"])
+        out = refused(tmp_path, "repvgg_search.profile", [f"checkpoint={tmp_path / name}"], cli)
         assert message in out and name in out, (name, out[-500:])
     assert not (tmp_path / "PWNED").exists()
 

@@ -69,33 +69,46 @@ def test_overrides_replace_preset_fields():
     assert len(model.stage3) == 8 and model.linear.out_features == 10
 
 
+# Every kind of block a preset contains (stride 1 and 2, in != out channels, identity, grouped, squeeze-excitation)
+# appears in these two small models; each preset's own widths and depths are checked once more below, whole.
+SMALL = {"a0": {}, "se": {"name": "d2se", "a": 0.5, "b": 1.0, "depths": (1, 2, 2, 2, 1)}}
+
+
 def _equivalence_cases():
-    seen, cases = set(), []
-    for name in list_models():
-        for groups in (1, 2, 4):
-            arch = arch_config(name, groups=groups)
-            key = (arch.depths, arch.a, arch.b, arch.groups, arch.use_se)
-            if key in seen:  # b1g2 with groups=1 is b1: test each distinct architecture once
-                continue
-            seen.add(key)
-            cases += [pytest.param(name, groups, v, id=f"{name}-g{groups}-{v}") for v in CONVERTIBLE]
-    return cases
+    return [
+        pytest.param(model, groups, v, id=f"{model}-g{groups}-{v}")
+        for model in SMALL
+        for groups in (1, 2, 4)
+        for v in CONVERTIBLE
+    ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "groups", "variant"), _equivalence_cases())
-def test_reparameterization_is_exact(name, groups, variant):
+def _exact(model: nn.Module, variant: str, gen: torch.Generator, float32: bool = True) -> None:
     """Random BN statistics and affine parameters, eval mode: deploy output == train output."""
-    gen = torch.Generator().manual_seed(0)
-    model = create_model(name, variant=variant, groups=groups, num_classes=10).double()
-    randomize_bn_(model, gen).eval()
+    model = randomize_bn_(model.double(), gen).eval()
     # 48 px: every stage still sees a map of >= 2x2, so every kernel tap meets real input somewhere.
     x = torch.randn(2, 3, 48, 48, generator=gen, dtype=torch.float64)
     deploy = reparameterize_model(model)
     assert equivalence_error(model, deploy, x)["max_rel_error"] <= 1e-10
     _assert_deploy_structure(deploy, variant)
-    model = model.float()
-    assert equivalence_error(model, reparameterize_model(model), x.float())["max_rel_error"] <= 1e-5
+    if float32:
+        model = model.float()
+        assert equivalence_error(model, reparameterize_model(model), x.float())["max_rel_error"] <= 1e-5
+
+
+@pytest.mark.parametrize(("model", "groups", "variant"), _equivalence_cases())
+def test_reparameterization_is_exact(model, groups, variant):
+    small = dict(SMALL[model])
+    name = small.pop("name", model)
+    gen = torch.Generator().manual_seed(0)
+    _exact(create_model(name, variant=variant, groups=groups, num_classes=10, **small), variant, gen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_reparameterizes_exactly(name):
+    """Each preset at its own widths, depths and groups (the full block): float64, like the grid above."""
+    _exact(create_model(name, num_classes=10), "full", torch.Generator().manual_seed(0), float32=False)
 
 
 def _assert_deploy_structure(deploy: nn.Module, variant: str) -> None:
