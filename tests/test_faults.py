@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -51,10 +52,15 @@ def test_a_driver_killed_and_rerun_at_once_never_trains_a_trial_twice(tmp_path):
     assert "waiting for it to end" in job_logs(folder)  # the rerun's job said why it waited
 
 
-def _sigterm_mid_trial(tmp_path: Path, folder: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
+def _sigterm_mid_trial(
+    tmp_path: Path, folder: Path, args: list[str], interrupted: Callable[[], bool]
+) -> tuple[subprocess.Popen, Path]:
     """Start the sweep command `args` under submitit's local launcher, wait for its trial's first epoch, hold the
-    next one, SIGTERM the process that provably trains the trial (the submitit job), and wait for the trial to
-    record `interrupted`; returns the driver (still running) and the trial folder."""
+    next one, SIGTERM the process that provably trains the trial (the submitit job), and wait for that job to end
+    with the trial recorded `interrupted`; returns the driver (still running) and the trial folder.
+
+    The driver may start the next job, whose trial records `running`, before a poll here reads `interrupted` (a
+    loaded machine): `interrupted()` is a lasting record of the interruption to accept instead."""
     env = held_epochs_env(tmp_path)
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed with the test's tmp_path)
     driver = subprocess.Popen(cli_command("repvgg_search.sweep", *args), cwd=REPO, env=env, stdout=log,
@@ -64,9 +70,9 @@ def _sigterm_mid_trial(tmp_path: Path, folder: Path, args: list[str]) -> tuple[s
     with hold_epochs(tmp_path):  # the trial waits at its next epoch: the signal lands mid-trial for sure
         pid = wait_for(lambda: FileLock(trial / LOCK).proven_holder(), 60, "the trial's lock holder")
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: (files.read_json(trial / "result.json") or {}).get("status") == "interrupted", 60,
-                 "the trial to record interrupted (submitit bypassed SIGTERM before)")  # fmt: skip
-        _gone(pid, 60)  # the job ended: it did not train on
+        _gone(pid, 120)  # the job ended: it did not train on (submitit bypassed SIGTERM before)
+        wait_for(lambda: (files.read_json(trial / "result.json") or {}).get("status") == "interrupted" or interrupted(),
+                 60, "the trial to record interrupted")  # fmt: skip
     return driver, trial
 
 
@@ -87,7 +93,10 @@ def test_sigterm_stops_a_grid_jobs_trial_which_the_sweep_resumes(tmp_path):
     folder = tmp_path / "s"
     args = ["+sweep=ablation", "sweep.axes={variant:[full]}", "sweep.seeds=1", f"sweep.dir={folder}", *QUICK_TRIAL,
             "train.epochs=3", "sweep.poll_s=0.2"]  # fmt: skip
-    driver, trial = _sigterm_mid_trial(tmp_path, folder, args)
+    # the job's log keeps what the trial raised after its status was overwritten by the resuming job's `running`
+    driver, trial = _sigterm_mid_trial(
+        tmp_path, folder, args, lambda: "TrialInterrupted: received SIGTERM" in job_logs(folder)
+    )
     assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     result = json.loads((trial / "result.json").read_text())
     assert result["status"] == "completed" and result["resumes"], result.get("resumes")
@@ -105,11 +114,17 @@ def test_sigterm_stops_a_search_workers_trial_which_the_search_resumes(tmp_path)
     folder = tmp_path / "s"
     args = ["+sweep=width_search", f"sweep.dir={folder}", *TINY_SEARCH, *SYNTHETIC_DATA, *FAST_SEARCH, "threads=1",
             "train.epochs=3", "launcher.max_parallel=1", "search.n_trials=1", "tracking.mode=disabled"]  # fmt: skip
-    driver, trial = _sigterm_mid_trial(tmp_path, folder, args)
+
+    def study_kinds() -> list:
+        if not (folder / "study.journal").exists():
+            return []
+        study = optuna.load_study(study_name="width_search",
+                                  storage=JournalStorage(JournalFileBackend(str(folder / "study.journal"))))  # fmt: skip
+        return [t.user_attrs.get("kind") for t in study.get_trials()]
+
+    driver, trial = _sigterm_mid_trial(tmp_path, folder, args, lambda: "interrupted" in study_kinds())
     assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
-    study = optuna.load_study(study_name="width_search",
-                              storage=JournalStorage(JournalFileBackend(str(folder / "study.journal"))))  # fmt: skip
-    kinds = [t.user_attrs.get("kind") for t in study.get_trials()]
+    kinds = study_kinds()
     assert kinds[0] == "interrupted" and kinds[-1] == "completed", kinds
     result = json.loads((trial / "result.json").read_text())
     assert result["status"] == "completed" and result["resumes"], result.get("resumes")
