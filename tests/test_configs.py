@@ -117,6 +117,19 @@ def test_the_quant_group_picks_a_protocol_and_a_changed_field_renames_it():
         protocol("quant.layer_images=-1")
 
 
+def test_the_quant_ablation_times_at_the_trial_size_unless_told_otherwise():
+    """+sweep=quant_ablation picks the speed protocols of its own file (trial_size for the deploy form and for the
+    ONNX models), and the command line still overrides both, the group and the key."""
+    from repvgg_search.sweep.cli import register
+
+    register()
+    bare = _compose("sweep", ["+sweep=quant_ablation"])
+    assert (bare.speed.name, bare.quant.speed, bare.quant.ptq) == ("trial_size", "trial_size", True)
+    told = _compose("sweep", ["+sweep=quant_ablation", "speed=cpu", "quant.speed=cpu"])
+    assert (told.speed.name, told.speed.batch_size, told.quant.speed) == ("cpu", 16, "cpu")
+    assert _compose("sweep", ["+sweep=ablation"]).speed.name == "auto"  # the other sweeps keep the default
+
+
 def test_unknown_group_option_is_a_hydra_error():
     from hydra.errors import MissingConfigException
 
