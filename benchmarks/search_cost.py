@@ -25,7 +25,10 @@ R and Q are the medians over the seeds, each seed's printed with them. Last line
 `search cost: hypervolume asha/full at equal epochs R, epochs to full's hypervolume Q, rank correlation of rung-1 and
 final top1 K`.
 
-    python benchmarks/search_cost.py [--seeds 3] [--out DIR]
+`--space deep` searches the ablation's deep proxy instead (`model=d2se model.use_se=false`: 48 layers, a in
+{0.125, .., 0.5}, b in {0.25, .., 1.0}, 16 candidates), where a short run might rank candidates differently.
+
+    python benchmarks/search_cost.py [--seeds 3] [--out DIR] [--space shallow|deep]
 """
 
 from __future__ import annotations
@@ -42,9 +45,14 @@ from pathlib import Path
 
 from scipy import stats
 
-SPACE = ["model.depths=[1,1,2,4,1]", "search.space.a={low:0.25,high:1.0,step:0.25}",
-         "search.space.b={low:0.5,high:2.0,step:0.5}", "search.space.groups=[1]"]  # fmt: skip
-BASE = [*SPACE, "train.epochs=9", "threads=1", "tracking.mode=disabled", "keep_checkpoint=none", "gate.images=64",
+SPACES = {
+    "shallow": ["model.depths=[1,1,2,4,1]", "search.space.a={low:0.25,high:1.0,step:0.25}",
+                "search.space.b={low:0.5,high:2.0,step:0.5}", "search.space.groups=[1]"],
+    # the ablation's deep proxy (conf/sweep/ablation_deep.yaml: D2se layout, 48 layers, no SE) around its widths
+    "deep": ["model=d2se", "model.use_se=false", "search.space.a={low:0.125,high:0.5,step:0.125}",
+             "search.space.b={low:0.25,high:1.0,step:0.25}", "search.space.groups=[1]"],
+}  # fmt: skip
+BASE = ["train.epochs=9", "threads=1", "tracking.mode=disabled", "keep_checkpoint=none", "gate.images=64",
         "launcher.max_parallel=2", "sweep.poll_s=0.5", "search.objectives=[top1,images_per_s]"]  # fmt: skip
 MODES = {
     "full": ["search.n_trials=4"],
@@ -53,11 +61,11 @@ MODES = {
 EPOCHS, REF_TOP1 = 9, 10.0
 
 
-def run_search(folder: Path, speed: Path, seed: int, mode: str) -> float:
+def run_search(folder: Path, speed: Path, seed: int, mode: str, space: str = "shallow") -> float:
     folder.mkdir(parents=True)
     (folder / "speed").symlink_to(speed, target_is_directory=True)  # one speed figure per architecture
     cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=width_search", f"sweep.dir={folder}",
-           f"search.seed={seed}", *BASE, *MODES[mode]]  # fmt: skip
+           f"search.seed={seed}", *SPACES[space], *BASE, *MODES[mode]]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -115,9 +123,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="search seeds (search.seed=0..N-1)")
     p.add_argument("--out", type=Path, default=None, help="where the sweep folders go (default: a temp folder)")
+    p.add_argument("--space", choices=sorted(SPACES), default="shallow",
+                   help="shallow: depths [1, 1, 2, 4, 1]; deep: the ablation's 48-layer D2se proxy")  # fmt: skip
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="search-cost-"))
-    print(f"space: {' '.join(SPACE)}; train.epochs={EPOCHS}, digits 32 px, proxy recipe, 1 thread a trial, "
+    print(f"space: {' '.join(SPACES[args.space])}; train.epochs={EPOCHS}, digits 32 px, proxy recipe, 1 thread a trial, "
           f"2 side by side; folders in {out}")  # fmt: skip
     results, pairs = [], {}
     for seed in range(args.seeds):
@@ -125,7 +135,7 @@ def main() -> None:
         speed.mkdir(parents=True)
         found = {}
         for mode in MODES:
-            wall = run_search(out / f"{mode}-seed{seed}", speed, seed, mode)
+            wall = run_search(out / f"{mode}-seed{seed}", speed, seed, mode, args.space)
             found[mode] = (runs(out / f"{mode}-seed{seed}"), wall)
         fastest = max(r["speed"] for rows, _ in found.values() for r in rows)
         full_rows, asha_rows = found["full"][0], found["asha"][0]
