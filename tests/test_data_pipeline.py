@@ -109,6 +109,38 @@ def test_other_decoders_agree_on_geometry_within_interpolation_error(photos, cha
     assert ((vx - ref_vx) * STD255).abs().mean(dim=(1, 2, 3)).max() < 3.0
 
 
+@pytest.mark.parametrize("autoaugment", [False, True])
+def test_torchvision_decoder_is_torchvisions_own_transforms_bit_for_bit(photos, autoaugment):
+    """The decoder's channels-last crop-resize (the fast path of PyTorch's uint8 antialiased kernel) and its
+    (H, W, 3) layout change no pixel: each image equals torchvision's v2 resized_crop, flip and AutoAugment (or
+    resize and centre crop) of `decode_image`'s tensor under the same seed."""
+    from torchvision import transforms as T
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms import RandomResizedCrop
+    from torchvision.transforms.v2 import functional as F
+
+    from repvgg_search.data.decode import RATIO, SCALE, EvalDecode, TrainDecode
+
+    train, val = TrainDecode(64, "torchvision", autoaugment=autoaugment), EvalDecode(64, "torchvision")
+    policy = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET) if autoaugment else None
+    files = sorted((photos / "train").glob("*/*.jpg"))
+    assert len(files) >= 20
+    for i, path in enumerate(files):
+        data = path.read_bytes()
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        torch.manual_seed(i)
+        top, left, h, w = RandomResizedCrop.get_params(image, list(SCALE), list(RATIO))
+        expected = F.resized_crop(image, top, left, h, w, [64, 64], antialias=True)
+        expected = expected.flip(-1) if bool(torch.rand(1) < 0.5) else expected
+        expected = policy(expected) if policy is not None else expected
+        torch.manual_seed(i)
+        got = train(data)
+        assert got.shape == (64, 64, 3) and got.is_contiguous() and got.dtype == torch.uint8
+        assert torch.equal(got, expected.permute(1, 2, 0)), path
+        expected = F.center_crop(F.resize(image, int(64 * 256 / 224), antialias=True), [64, 64])
+        assert torch.equal(val(data), expected.permute(1, 2, 0)), path
+
+
 def test_draft_decodes_large_jpegs_at_a_reduced_scale_only_where_the_crop_allows(photos):
     big = photos / "train" / "c0" / "00002.jpg"  # 1200x900
     image = Image.open(big)

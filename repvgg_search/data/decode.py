@@ -1,7 +1,8 @@
 """One image from its file bytes to a uint8 tensor, decoded by PIL or torchvision and cropped as torchvision crops.
 
-PIL's pixels arrive as (H, W, 3), torchvision's as (3, H, W): each is returned in its own layout, so collating a
-batch is a plain copy, and `device.DeviceLoader` reads either (N, H, W, 3) or (N, 3, H, W).
+Both decoders return (H, W, 3) uint8, PIL's own layout and the buffer libjpeg writes (torchvision's (3, H, W) is a
+view of it), so collating a batch is a plain copy and the device reads the batch as channels_last NCHW for free;
+`device.DeviceLoader` reads (N, H, W, 3) or (N, 3, H, W) (DALI's).
 
 The crops are torchvision's own (`RandomResizedCrop.get_params`, then the flip's `torch.rand(1)`), drawn in the
 order today's float pipeline draws them, so a sample seeded by `sampling.sample_seed` gets the same crop and flip
@@ -67,7 +68,7 @@ def _tv_decode(data: bytes) -> Tensor:
 
 
 class TrainDecode:
-    """bytes -> uint8 (S, S, 3) (pil) or (3, S, S) (torchvision): RandomResizedCrop(S) (scale 0.08-1, ratio
+    """bytes -> uint8 (S, S, 3): RandomResizedCrop(S) (scale 0.08-1, ratio
     3/4-4/3, bilinear), a horizontal flip with probability 1/2, then AutoAugment (ImageNet policy) when asked:
     today's training transforms."""
 
@@ -103,21 +104,20 @@ class TrainDecode:
 
     def _torchvision(self, data: bytes) -> Tensor:
         from torchvision.transforms import RandomResizedCrop
-        from torchvision.transforms.v2 import functional as F
 
         image = _tv_decode(data)
         top, left, h, w = RandomResizedCrop.get_params(image, list(SCALE), list(RATIO))
         flip = bool(torch.rand(1) < 0.5)
-        image = F.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
+        image = resize_crop_uint8(image, top, left, h, w, self.size).permute(1, 2, 0)  # (S, S, 3), no copy
         if flip:
-            image = image.flip(-1)
-        if self.autoaugment is not None:
-            image = self.autoaugment(image)
-        return image.contiguous()  # (3, S, S): collating it is then a plain copy
+            image = image.flip(1)
+        if self.autoaugment is not None:  # torchvision's tensor AutoAugment reads (3, S, S): a view of the same pixels
+            image = self.autoaugment(image.permute(2, 0, 1)).permute(1, 2, 0)
+        return image.contiguous()  # (S, S, 3): collating it is then a plain copy
 
 
 class EvalDecode:
-    """bytes -> uint8 (S, S, 3) (pil) or (3, S, S) (torchvision): the short side resized (bilinear) to
+    """bytes -> uint8 (S, S, 3): the short side resized (bilinear) to
     int(S * 256 / 224), then a centre crop of S: today's evaluation transforms. Nothing random."""
 
     def __init__(self, size: int, decoder: str = "pil", draft: bool = False) -> None:
@@ -130,8 +130,11 @@ class EvalDecode:
         if self.decoder == "torchvision":
             from torchvision.transforms.v2 import functional as F
 
-            image = F.resize(_tv_decode(data), self.resize, antialias=True)
-            return F.center_crop(image, [self.size, self.size]).contiguous()
+            image = _tv_decode(data)
+            image = resize_crop_uint8(
+                image, 0, 0, image.shape[1], image.shape[2], resized_size(image.shape[:0:-1], self.resize)
+            )
+            return F.center_crop(image, [self.size, self.size]).permute(1, 2, 0).contiguous()
         return pil_to_tensor(self._pil(data))
 
     def _pil(self, data: bytes) -> Image.Image:
@@ -148,6 +151,23 @@ class EvalDecode:
         else:
             image = F.resize(image, self.resize, InterpolationMode.BILINEAR)
         return F.center_crop(image, [self.size, self.size])
+
+
+def resize_crop_uint8(
+    image: Tensor, top: int, left: int, height: int, width: int, size: int | tuple[int, int]
+) -> Tensor:
+    """torchvision's `resized_crop(..., antialias=True)` of a uint8 (3, H, W) image, bit for bit, about twice as
+    fast: the crop is made one contiguous channels-last block first, the layout PyTorch's vectorized uint8
+    antialiased bilinear kernel reads directly (a strided crop of the decoder's (H, W, 3) buffer takes a slower
+    path). `size`: S (S x S) or (w, h). Returns (3, h, w), channels-last strided: `.permute(1, 2, 0)` is (h, w, 3)
+    contiguous, with no copy."""
+    out_w, out_h = (size, size) if isinstance(size, int) else size
+    crop = image[:, top : top + height, left : left + width].unsqueeze(0)
+    crop = crop.contiguous(memory_format=torch.channels_last)  # no copy when it already is (a whole decoded image)
+    out = torch.nn.functional.interpolate(
+        crop, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out[0]
 
 
 def resized_size(size: tuple[int, int], short: int) -> tuple[int, int]:

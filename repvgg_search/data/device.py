@@ -82,11 +82,12 @@ class DeviceLoader:
 
     def normalize(self, x: Tensor) -> Tensor:
         """uint8 (N, H, W, 3) or (N, 3, H, W) on the device -> float32 (N, 3, H, W): x / 255, minus mean, over std."""
-        if x.shape[-1] == 3:  # NHWC bytes (PIL) read as NCHW: channels_last strides for free
+        if x.shape[-1] == 3:  # NHWC bytes (the decoders') read as NCHW: channels_last strides for free
             x = x.permute(0, 3, 1, 2)
-        x = x.float().div_(255).sub_(self.mean).div_(self.std)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return x.contiguous(memory_format=memory_format)
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format)
+        out.copy_(x)  # the conversion and any layout change in one pass
+        return out.div_(255).sub_(self.mean).div_(self.std)  # elementwise, in place: the layout is kept
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         self.last_wait = DataWait()
