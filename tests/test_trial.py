@@ -74,6 +74,7 @@ def test_trial_records(finished: Path):
     assert env["device"] == "cpu" and env["threads"] == 1 and env["deterministic"] is False and env["torch"]
     assert result["config"]["model"]["a"] == 0.25 and result["arch"]["widths"] == [16, 16, 32, 64, 128]
     assert {"setup_s", "train_s", "total_s"} <= set(result["timings"]) and result["versions"]["torch"]
+    assert "compile_s" not in result["timings"]  # train.compile is off by default: nothing compiled, nothing recorded
     assert result["git_commit"]
     lines = files.read_jsonl(finished / "metrics.jsonl")
     assert [r["epoch"] for r in lines] == [1, 2] and all(r["trial_id"] == result["trial_id"] for r in lines)
