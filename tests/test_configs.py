@@ -125,6 +125,8 @@ def test_the_quant_ablation_times_at_the_trial_size_unless_told_otherwise():
     register()
     bare = _compose("sweep", ["+sweep=quant_ablation"])
     assert (bare.speed.name, bare.quant.speed, bare.quant.ptq) == ("trial_size", "trial_size", True)
+    designs = ["full", "qarepvgg", "identity_no_bn", "post_bn", "no_identity", "no_1x1", "no_branches"]
+    assert list(bare.sweep.axes.variant) == designs and bare.sweep.seeds == 3  # 21 trials: ~10 min on 2 cores
     told = _compose("sweep", ["+sweep=quant_ablation", "speed=cpu", "quant.speed=cpu"])
     assert (told.speed.name, told.speed.batch_size, told.quant.speed) == ("cpu", 16, "cpu")
     assert _compose("sweep", ["+sweep=ablation"]).speed.name == "auto"  # the other sweeps keep the default

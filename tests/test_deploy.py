@@ -146,6 +146,22 @@ def test_quant_table_pairs_designs_with_full_and_shows_the_published_numbers():
     assert pd.isna(q["reference drop"])  # the paper gives QARepVGG-A0's INT8 top1 only
 
 
+def test_the_quant_caption_states_the_test_the_verdicts_use():
+    """3 seeds of identical paired differences: p is the exact sign-flip test's 0.25 (not the t-test's 0), so no
+    verdict, and the caption says that rule rather than a t-test's."""
+    from repvgg_search.analysis.quant import quant_caption
+
+    recs = []
+    for seed in range(3):
+        recs.append(_quant_record(f"f{seed}", "full", seed, 90.0 + seed, 80.0 + seed))
+        recs.append(_quant_record(f"q{seed}", "qarepvgg", seed, 91.0 + seed, 90.0 + seed))  # +10 INT8, every seed
+    q = quant_table(metric_table(recs)).set_index("variant").loc["qarepvgg"]
+    assert q["INT8 p Holm"] == pytest.approx(0.25) and q["INT8 verdict"] == "indistinguishable"
+    caption = quant_caption()
+    assert "exact sign-flip permutation test" in caption and "3 seeds never give a verdict" in caption
+    assert "two-sided paired t-test" not in caption
+
+
 def test_the_tables_take_the_simulation_where_the_runtime_is_off_it_by_more_than_half_a_point():
     """quant.drop from the float ONNX top1; a trial whose |runtime_gap| > 0.5 enters with the exact simulation's INT8
     top1 and drop, and the table says how many did; protocols are never pooled."""
