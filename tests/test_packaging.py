@@ -10,9 +10,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from support import REPO, TINY_TRIAL
+from support import QUICK_TRIAL, REPO
 
-TRIAL = [*TINY_TRIAL, "speed.warmup=1"]
+TRIAL = [*QUICK_TRIAL, "speed.warmup=1"]
 pytestmark = pytest.mark.slow
 
 
@@ -53,9 +53,9 @@ def test_the_package_comes_from_the_wheel_with_its_configs(venv):
 
 def test_every_entry_point_runs_from_another_directory(venv):
     work = venv / "work"
-    run(venv, "repvgg-profile", "model=a0", "speed.batch_size=2", "speed.iters=1", "speed.warmup=1")
-    run(venv, "python", "-m", "repvgg_search.profile", "model=b0", "variant=qarepvgg", "speed.batch_size=2",
-        "speed.iters=1", "speed.warmup=1")  # fmt: skip
+    fast = ["speed.batch_size=2", "speed.iters=1", "speed.warmup=1", "speed.rounds=1"]
+    run(venv, "repvgg-profile", "model=a0", *fast)
+    run(venv, "python", "-m", "repvgg_search.profile", "model=b0", "variant=qarepvgg", *fast)
     out = run(venv, "repvgg-train", *TRIAL, "output_dir=trial")
     assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "completed"
     run(venv, "python", "-m", "repvgg_search.train", *TRIAL, "output_dir=trial")  # done: reports, does not retrain

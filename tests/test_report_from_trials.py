@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import TINY_TRIAL, run_cli
+from support import QUICK_TRIAL, run_cli
 
 from repvgg_search.analysis.ablation import ablation_tables
 from repvgg_search.analysis.load import load_records
@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
-    """Three variants x two seeds of a quarter-width a0, one epoch each, wandb offline."""
+    """Three variants x two seeds of a quarter-width a0, one epoch each, speed at the trial's 32 px, wandb offline."""
     folder = tmp_path_factory.mktemp("real") / "ablation"
     proc = run_cli("repvgg_search.sweep", "+sweep=ablation", f"sweep.dir={folder}",
-                   f"++sweep.axes={{variant:[{','.join(VARIANTS)}]}}", "sweep.seeds=2", *TINY_TRIAL,
+                   f"++sweep.axes={{variant:[{','.join(VARIANTS)}]}}", "sweep.seeds=2", *QUICK_TRIAL,
                    "tracking.mode=offline", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return folder

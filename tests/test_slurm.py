@@ -12,8 +12,10 @@ from support import REPO, TINY_TRIAL, cli_command, environ, require, run_cli, sl
 
 from repvgg_search import files
 
-# One CPU per job, so that the 2-CPU test node runs two trials at once. Each test sets its own train.epochs.
-SLURM_SWEEP = [*TINY_TRIAL, "launcher=slurm", "launcher.cpus_per_task=1", "sweep.seeds=1"]
+# One CPU per job, so that the 2-CPU test node runs two trials at once; speed timed at the trial's own 32 px in one
+# round (what these tests check is the cluster's part). Each test sets its own train.epochs.
+SLURM_SWEEP = [*TINY_TRIAL, "speed=trial_size", "speed.rounds=1", "launcher=slurm", "launcher.cpus_per_task=1",
+               "sweep.seeds=1"]  # fmt: skip
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 

@@ -16,8 +16,8 @@ from repvgg_search.config import CONF_DIR
 from repvgg_search.sweep.folder import SweepFolder
 
 SWEEPS = sorted((CONF_DIR / "sweep").glob("*.yaml"))
-# Small but real trials, one seed a design.
-TINY_SWEEP = [*TINY_TRIAL, "sweep.seeds=1"]
+# Small but real trials, one seed a design, speed timed at the trial's own 32 px in one round.
+TINY_SWEEP = [*TINY_TRIAL, "speed=trial_size", "speed.rounds=1", "sweep.seeds=1"]
 
 
 def sweep(*overrides: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
