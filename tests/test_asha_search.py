@@ -180,8 +180,10 @@ def test_screen_order_puts_the_predicted_front_first():
 @pytest.mark.slow
 def test_screen_trains_only_the_best_predicted_candidates(tmp_path):
     folder = tmp_path / "s"
+    # the table's entries timed at the trials' own 32 px in one round
     plan = make_plan(folder, *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "launcher=debug", "search.space.groups=[1]",
-                     "search.n_trials=2", "search.screen=16", "speed.predictor=lut")  # fmt: skip
+                     "search.n_trials=2", "search.screen=16", "speed.predictor=lut", "speed=trial_size",
+                     "speed.rounds=1")  # fmt: skip
     claim_search_folder(plan)
     prepare_study(plan)
     worker_loop(plan, 0)
