@@ -11,11 +11,11 @@ from .reference import paper_reference, reference_row, table_variants
 from .sequential import SequentialDesign, sequential_caption, sequential_comparisons
 from .stats import (
     ALPHA,
-    EXACT_MAX_N,
     MIN_EFFECT,
     NO_VERDICT,
     POWER,
     direction,
+    fixed_seed_rule,
     mean_ci,
     paired_comparisons,
     smallest_exact_n,
@@ -174,10 +174,7 @@ def reference_caption(
     return (
         f"top1 95% CI: t interval over the seeds (n < 10). Δ vs baseline: this variant minus {baseline}, paired by "
         f"seed (same data order and initialization), mean and 95% t interval of the paired differences (the "
-        f"estimate). p Holm: the test, up to {EXACT_MAX_N} pairs the exact sign-flip permutation test (all 2^n sign "
-        f"assignments of the paired differences; it cannot go below 2^(1-n), so 3 seeds (p >= 0.25) can never give a "
-        f"verdict and {smallest_exact_n(ALPHA)} are the fewest that can reach p < {ALPHA}), beyond that the paired "
-        f"t-test floored at 2^(1-n), so identical differences never give p = 0; Holm-corrected over all comparisons "
+        f"estimate). p Holm: the test, {fixed_seed_rule(ALPHA)}; Holm-corrected over all comparisons "
         f"against {baseline}; verdict at α={ALPHA}. seeds for ±0.5: seeds a paired t-test would need to detect a "
         f"{MIN_EFFECT}-point difference with {POWER:.0%} power, from the observed spread of the paired differences, "
         f"and at least {smallest_exact_n(ALPHA)} (shown where the verdict is indistinguishable). {_reference_text()}"

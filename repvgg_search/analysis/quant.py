@@ -14,7 +14,7 @@ from ..schema import ArchBlock, Status, TrialRecord
 from .ablation import compare_variants, interval, seed_list
 from .layer_plot import mean_layers
 from .reference import paper_reference
-from .stats import ALPHA, EXACT_MAX_N, mean_ci, smallest_exact_n
+from .stats import ALPHA, fixed_seed_rule, mean_ci
 from .tables import GAP_LIMIT, to_markdown
 
 QUANT_TITLE = "INT8 post-training quantization: top1 and drop (float minus INT8) per block design"
@@ -103,9 +103,7 @@ def quant_caption(baseline: str = "full") -> str:
         "that of an exact float64 simulation of the same quantized graph (same scales and zero points): where a "
         f"trial's |gap| > {GAP_LIMIT} points, its INT8 top1 and drop are the simulation's (column from: how many), "
         f"so the figures measure the quantization, not the CPU's INT8 kernels. Δ vs {baseline}: paired by seed; p: "
-        f"up to {EXACT_MAX_N} pairs the exact sign-flip permutation test (it cannot go below 2^(1-n): 3 seeds never "
-        f"give a verdict, {smallest_exact_n(ALPHA)} are the fewest that can), beyond that the paired t-test floored "
-        f"at 2^(1-n); Holm-corrected over the variants; verdict at "
+        f"{fixed_seed_rule(ALPHA)}; Holm-corrected over the variants; verdict at "
         f"α={ALPHA} (for the drop: smaller/larger drop). INT8 speedup: INT8 over float images/s, both in onnxruntime "
         "on the CPU under one protocol. Reference: RepVGG-A0 and QARepVGG-A0 on ImageNet, 224 px, from Chu et al. "
         f"2023 (label qarepvgg; TensorRT-style PTQ whose settings the paper does not give in full); {claim}. Our "

@@ -180,6 +180,16 @@ def smallest_exact_n(alpha: float = ALPHA) -> int:
     return max(2, math.floor(1 - math.log2(alpha)) + 1)
 
 
+def fixed_seed_rule(alpha: float = ALPHA) -> str:
+    """How `paired_pvalues` tests, in the words every caption of a fixed-seed verdict uses."""
+    return (
+        f"up to {EXACT_MAX_N} pairs the exact sign-flip permutation test (all 2^n sign assignments of the paired "
+        f"differences; it cannot go below 2^(1-n), so 3 seeds (p >= 0.25) can never give a verdict and "
+        f"{smallest_exact_n(alpha)} are the fewest that can reach p < {alpha}), beyond that the paired t-test floored "
+        f"at 2^(1-n), so identical differences never give p = 0"
+    )
+
+
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm-Bonferroni adjusted p-values in input order; None (or NaN) entries stay None and do not count in m."""
     present = [(float(p), i) for i, p in enumerate(pvalues) if not _missing(p)]
