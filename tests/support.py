@@ -32,7 +32,8 @@ TINY_TRIAL = ["model.a=0.25", "model.b=0.25", "train.epochs=1", "speed.iters=2",
 # The cheapest trial, for tests where speed is not what they check and where other processes train beside it: one
 # thread, and speed at the trial's own 32 px in one round (`trial_size+iters=2,rounds=1`). In the same run: 12 and
 # 23 s wall a trial (training 3 and 4 s), 3.3 times less than TINY_TRIAL on average.
-QUICK_TRIAL = [*TINY_TRIAL, "threads=1", "speed=trial_size", "speed.rounds=1"]
+QUICK_SPEED = ["speed=trial_size", "speed.rounds=1"]  # speed at the trial's own 32 px in one round
+QUICK_TRIAL = [*TINY_TRIAL, "threads=1", *QUICK_SPEED]
 # A width search of tiny trials: one block per stage, a and b searched over {0.25, 0.5} (four pairs; the sampled
 # values replace TINY_TRIAL's quarter width).
 TINY_SEARCH = [

@@ -11,7 +11,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from support import FAST_SEARCH, SYNTHETIC_DATA, TINY_SEARCH
+from support import FAST_SEARCH, QUICK_SPEED, SYNTHETIC_DATA, TINY_SEARCH
 from test_search import make_plan, sweep_cmd
 
 from repvgg_search import files
@@ -180,10 +180,8 @@ def test_screen_order_puts_the_predicted_front_first():
 @pytest.mark.slow
 def test_screen_trains_only_the_best_predicted_candidates(tmp_path):
     folder = tmp_path / "s"
-    # the table's entries timed at the trials' own 32 px in one round
     plan = make_plan(folder, *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "launcher=debug", "search.space.groups=[1]",
-                     "search.n_trials=2", "search.screen=16", "speed.predictor=lut", "speed=trial_size",
-                     "speed.rounds=1")  # fmt: skip
+                     "search.n_trials=2", "search.screen=16", "speed.predictor=lut", *QUICK_SPEED)  # fmt: skip
     claim_search_folder(plan)
     prepare_study(plan)
     worker_loop(plan, 0)

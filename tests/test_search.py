@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from support import FAST_SEARCH, SYNTHETIC_DATA, TINY_SEARCH, environ, require, run_cli, slurm_up, wait_for
+from support import FAST_SEARCH, QUICK_SPEED, SYNTHETIC_DATA, TINY_SEARCH, environ, require, run_cli, slurm_up, wait_for
 
 from repvgg_search import files
 from repvgg_search.analysis.report import build_report
@@ -273,14 +273,11 @@ def test_over_budget_candidates_are_recorded_without_training(tmp_path):
             assert t.params["a"] == 0.25 and result["status"] == "completed" and result["search"]["feasible"]
 
 
-SEARCHED_SPEED = ["speed=trial_size", "speed.rounds=1"]  # speed at the trials' 32 px, one round: part of the study
-
-
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("search") / "s"
     proc = sweep_cmd(f"sweep.dir={folder}", *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "tracking.mode=offline",
-                     "launcher.max_parallel=2", "search.n_trials=3", *SEARCHED_SPEED)  # fmt: skip
+                     "launcher.max_parallel=2", "search.n_trials=3", *QUICK_SPEED)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (folder / "first_run.txt").write_text(proc.stdout)
     return folder
@@ -315,7 +312,7 @@ def test_search_runs_two_workers_and_writes_the_pareto_set(searched: Path):
 def test_rerun_continues_the_same_study(searched: Path):
     first = {p: p.read_text() for p in searched.glob("trials/*/result.json")}
     proc = sweep_cmd(f"sweep.dir={searched}", *TINY_SEARCH, *SYNTH, *FAST_SEARCH, "tracking.mode=offline",
-                     "launcher.max_parallel=2", "search.n_trials=4", *SEARCHED_SPEED)  # fmt: skip
+                     "launcher.max_parallel=2", "search.n_trials=4", *QUICK_SPEED)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "continuing" in proc.stdout
     assert tally(_study(searched).get_trials())["trained"] == 4

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import REPO, TINY_TRIAL, cli_command, environ, require, run_cli, slurm_up, wait_for
+from support import QUICK_SPEED, REPO, TINY_TRIAL, cli_command, environ, require, run_cli, slurm_up, wait_for
 
 from repvgg_search import files
 
 # One CPU per job, so that the 2-CPU test node runs two trials at once; speed timed at the trial's own 32 px in one
 # round (what these tests check is the cluster's part). Each test sets its own train.epochs.
-SLURM_SWEEP = [*TINY_TRIAL, "speed=trial_size", "speed.rounds=1", "launcher=slurm", "launcher.cpus_per_task=1",
-               "sweep.seeds=1"]  # fmt: skip
+SLURM_SWEEP = [*TINY_TRIAL, *QUICK_SPEED, "launcher=slurm", "launcher.cpus_per_task=1", "sweep.seeds=1"]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 

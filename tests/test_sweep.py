@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from support import TINY_TRIAL, environ, require, run_cli, slurm_up, wait_for
+from support import QUICK_SPEED, TINY_TRIAL, environ, require, run_cli, slurm_up, wait_for
 
 from repvgg_search import files
 from repvgg_search.config import CONF_DIR
@@ -17,7 +17,7 @@ from repvgg_search.sweep.folder import SweepFolder
 
 SWEEPS = sorted((CONF_DIR / "sweep").glob("*.yaml"))
 # Small but real trials, one seed a design, speed timed at the trial's own 32 px in one round.
-TINY_SWEEP = [*TINY_TRIAL, "speed=trial_size", "speed.rounds=1", "sweep.seeds=1"]
+TINY_SWEEP = [*TINY_TRIAL, *QUICK_SPEED, "sweep.seeds=1"]
 
 
 def sweep(*overrides: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
