@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .data import DataConfig
 from .models import ArchConfig, BlockSpec, arch_config
-from .profile.protocols import SpeedProtocol
+from .profile.protocols import NULLABLE, SpeedProtocol
 from .tracking import TrackingConfig
 from .training import TrainConfig
 
@@ -47,7 +47,8 @@ def _mutable_schema(spec: type, schema_name: str, doc: str, extra=(), **defaults
         if isinstance(default, tuple):
             fields.append((f.name, list[str], field(default_factory=lambda d=default: list(d))))
         else:
-            fields.append((f.name, hints[f.name], field(default=default)))
+            kind = hints[f.name] if default is not None else hints[f.name] | None
+            fields.append((f.name, kind, field(default=default)))
     fields += [(name, kind, field(default=default)) for name, kind, default in extra]
     return dataclasses.make_dataclass(schema_name, fields, namespace={"__doc__": doc})
 
@@ -76,13 +77,18 @@ def plain_dict(node: Any) -> dict:
     return dict(node)
 
 
+UNSET_SPEED_FIELDS = {f.name: None for f in dataclasses.fields(SpeedProtocol) if f.name not in ("name", *NULLABLE)}
 # The speed protocol: `speed=<name>` picks a file of conf/speed/ (auto: paper on a GPU, cpu on the CPU),
 # `speed.<field>=...` changes a field. Every field, its meaning and its default is documented on SpeedProtocol.
 # One more key is not part of the protocol: `speed.predictor` = measure (time the whole deploy form) | lut (predict it
 # from per-layer latencies kept in the speed folder: profile/lut.py).
+UNSET_SPEED_FIELDS = {f.name: None for f in dataclasses.fields(SpeedProtocol) if f.name not in ("name", *NULLABLE)}
+# The speed protocol: `speed=<name>` picks a file of conf/speed/ (default `auto`); a field set on the command line
+# changes it. Fields other than input_size, channels_last and threads (whose null means something) are null here:
+# "the protocol's value", so `speed.iters=10` on the CPU is a change of `cpu` even though 10 is `paper`'s value.
 SpeedConfig = _mutable_schema(
     SpeedProtocol, "SpeedConfig", "The speed protocol (fields: profile.SpeedProtocol).", name="auto",
-    extra=[("predictor", str, "measure")],
+    extra=[("predictor", str, "measure")], **UNSET_SPEED_FIELDS,
 )  # fmt: skip
 
 

@@ -132,6 +132,31 @@ def test_the_quant_ablation_times_at_the_trial_size_unless_told_otherwise():
     assert _compose("sweep", ["+sweep=ablation"]).speed.name == "auto"  # the other sweeps keep the default
 
 
+def test_a_speed_field_set_on_the_command_line_always_changes_the_protocol():
+    """Under `speed=auto` on the CPU a field set to `paper`'s value is still a change of `cpu`: `speed.iters=10`
+    gave `cpu` (3 batches a round) when the config node held paper's defaults and unchanged values were dropped."""
+    import dataclasses
+
+    import torch
+
+    from repvgg_search.profile import PROTOCOLS, resolve_protocol
+    from repvgg_search.profile.protocols import NULLABLE
+    from repvgg_search.trial.settings import settings_from_config
+
+    def resolved(*overrides: str, device: str = "cpu"):
+        cfg = settings_from_config(_compose("train", list(overrides))).cfg
+        return resolve_protocol(dataclasses.asdict(cfg.speed), torch.device(device))
+
+    assert resolved() == PROTOCOLS["cpu"] and resolved(device="cuda") == PROTOCOLS["paper"]
+    told = resolved("speed.iters=10", "speed.batch_size=128", "speed.warmup=5")
+    assert (told.iters, told.batch_size, told.warmup) == (10, 128, 5)
+    assert told.name == "cpu+batch_size=128,warmup=5,iters=10"  # in the fields' order
+    assert resolved("speed=cpu", "speed.iters=10").name == "cpu+iters=10"
+    assert resolved("speed=paper") == PROTOCOLS["paper"] and resolved("speed.threads=1").threads == 1
+    for name in ("cpu", "paper"):  # what auto resolves to shares the nullable fields' defaults (dropped unchanged)
+        assert {k: getattr(PROTOCOLS[name], k) for k in NULLABLE} == dict(NULLABLE)
+
+
 def test_unknown_group_option_is_a_hydra_error():
     from hydra.errors import MissingConfigException
 

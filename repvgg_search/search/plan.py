@@ -15,9 +15,10 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from ..config import UNSET_SPEED_FIELDS
 from ..jobs.launchers import Launcher
 from ..models import VARIANTS, ArchConfig, ArchError, arch_config
-from ..profile import arch_sizes
+from ..profile import SpeedProtocol, arch_sizes
 from ..sweep.folder import SweepFolder
 from ..sweep.spec import base_trial_config
 from ..trial import NOT_IN_ID, settings_from_config
@@ -220,6 +221,13 @@ def definition_digest(s: SearchSettings, base: dict[str, Any]) -> str:
     plumbing = ("tracking", "threads", "device", "output_dir", "speed_dir", "gate")
     trial_part = {k: v for k, v in base.items() if k not in plumbing}
     trial_part["data"] = {k: v for k, v in base["data"].items() if k not in NOT_IN_ID["data"]}
+    if (
+        "speed" in base
+    ):  # unset speed fields (null) as the schema's defaults were before they were null: old digests hold
+        defaults = SpeedProtocol().fields()
+        trial_part["speed"] = {
+            k: defaults[k] if v is None and k in UNSET_SPEED_FIELDS else v for k, v in base["speed"].items()
+        }
     search_part = {
         k: v
         for k, v in dataclasses.asdict(s).items()
