@@ -19,7 +19,17 @@ from repvgg_search.models import arch_config, build_model, reparameterize_model
 from repvgg_search.models.blocks import DeployBlock
 from repvgg_search.profile import SpeedProtocol
 from repvgg_search.profile.complexity import arch_sizes
-from repvgg_search.profile.lut import LatencyTable, LayerKey, LutError, check_predictor, deploy_layers, plain_sizes
+from repvgg_search.profile.lut import (
+    MAX_COPIES,
+    LatencyTable,
+    LayerKey,
+    LutError,
+    check_predictor,
+    cold_copies,
+    deploy_layers,
+    last_level_cache_bytes,
+    plain_sizes,
+)
 
 CPU = torch.device("cpu")
 # A protocol just long enough to give a number: what is under test here is the bookkeeping, not the figure.
@@ -169,3 +179,19 @@ def test_plain_sizes_are_fvcores_counts(name, overrides):
     arch = arch_config(name, num_classes=1000, **overrides)
     for side in (224, 32):
         assert plain_sizes(arch, side) == arch_sizes(arch, side)["deploy"]
+
+
+def test_entries_are_timed_with_their_weights_out_of_the_cache(tmp_path):
+    """A layer timed alone would find its weights in the last-level cache; in the network they were evicted by the
+    other layers' weights. An entry is timed over copies of the layer whose weights span twice that cache."""
+    cache = last_level_cache_bytes(CPU)
+    assert cache >= 2**20  # this machine's L3 (sysfs), or the 32 MiB fallback
+    assert cold_copies(cache * 4, cache) == 1 and cold_copies(cache // 2, cache) == 4
+    assert cold_copies(1, cache) == MAX_COPIES  # a tiny layer is cheap to read cold: the rotation is capped
+    table = LatencyTable(tmp_path, TINY, CPU)
+    key = LayerKey("conv", 64, 64, 32)
+    table.fill([key])
+    entry = table.entry(key, False)
+    weight_bytes = (64 * 64 * 9 + 64) * 4
+    assert entry["copies"] == cold_copies(weight_bytes, cache) > 1
+    assert entry["copies"] == MAX_COPIES or entry["copies"] * weight_bytes >= 2 * cache

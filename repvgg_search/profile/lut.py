@@ -11,7 +11,13 @@ before timing starts.
 
 Each entry is timed by `measure` itself on the layer alone (the protocol's warm-up, rounds, median round, retries
 and threads), with the device's exclusive lock held (`DeviceLock(...).exclusive()`): the same discipline as a
-whole-network figure. Entries are keyed by (in and out channels, input side, stride, groups) inside a table for
+whole-network figure. One difference from nn-Meter's kernel timing is deliberate: a layer timed alone calls the same
+weights again and again, so they stay in the last-level cache, while a network streams all of its weights (tens of
+MB for these widths) once a batch, and a layer's weights have been evicted by the time they are read again. The
+table times each layer over a rotation of copies of it (`cold_copies`) whose weights together are at least twice
+the device's last-level cache (L3 on a CPU from sysfs, L2 on a GPU), so each call reads its weights from memory as
+in the network; the input activation stays warm, as the previous layer's output is in the network. (The eager
+runtime only: a compiled or exported layer is timed alone, one copy, since a rotation would recompile per copy.) Entries are keyed by (in and out channels, input side, stride, groups) inside a table for
 one (batch, dtype, runtime, threads, device model, timing settings), and by layout (NCHW or channels_last); they
 are JSON files under `<speed folder>/lut/<table key>/`, written atomically, so workers of a sweep share them and
 a second worker never measures an entry that the first has written. A protocol whose channels_last is null (the
@@ -21,6 +27,7 @@ for a whole network.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -40,13 +47,49 @@ from ..models import ArchConfig
 from ..models.blocks import DeployBlock
 from ..schema import SpeedFigure
 from .protocols import SpeedError, SpeedProtocol
-from .speed import check_runtime, measure
+from .speed import DTYPES, check_runtime, measure
 
 PREDICTORS = ("measure", "lut")  # speed.predictor: time the whole deploy form, or predict it from the table
 LUT_DIR = "lut"  # under the speed folder
 # An entry's round lasts at least this long: a single layer at a small input takes well under a millisecond, and
 # the protocol's iters (sized for whole networks) would leave its rounds at the timer's and the scheduler's mercy.
 MIN_ROUND_S = 0.05
+COLD_FALLBACK_BYTES = 32 * 2**20  # the last-level cache assumed where the system does not say (a server CPU's L3)
+# How entries are timed, in the table's key: a table timed another way (the first tables: weights warm) is not mixed in.
+TIMING = "cold-weights"
+MAX_COPIES = 1024  # the rotation's cap: a tiny layer (the stem's 5 KB of weights) costs nothing to read cold anyway
+
+
+def last_level_cache_bytes(device: torch.device) -> int:
+    """The device's last-level cache: a GPU's L2, a CPU's largest cache level (sysfs), else COLD_FALLBACK_BYTES."""
+    if device.type == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)) or COLD_FALLBACK_BYTES
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = f.read_text().strip() if f.is_file() else ""
+        unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        if text.rstrip("KMG").isdigit():
+            sizes.append(int(text.rstrip("KMG")) * unit)
+    return max(sizes, default=COLD_FALLBACK_BYTES)
+
+
+def cold_copies(weight_bytes: int, cache_bytes: int) -> int:
+    """How many copies of a layer a rotation needs so their weights span twice the last-level cache (1..MAX_COPIES):
+    a copy's weights are then evicted before the rotation comes back to it."""
+    return max(1, min(MAX_COPIES, math.ceil(2 * cache_bytes / max(weight_bytes, 1))))
+
+
+class _Rotation(nn.Module):
+    """Calls its copies in turn: each call reads weights that are not in the cache, as a layer in a network does."""
+
+    def __init__(self, copies: list[nn.Module]) -> None:
+        super().__init__()
+        self.copies, self._next = nn.ModuleList(copies), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.copies[self._next]
+        self._next = (self._next + 1) % len(self.copies)
+        return layer(x)
 
 
 class LutError(SpeedError):
@@ -131,7 +174,7 @@ class LatencyTable:
         own), the device model and the CPU threads."""
         fields = {k: v for k, v in self.protocol.fields().items() if k not in ("name", "input_size", "channels_last")}
         threads = (self.protocol.threads or cpu_cores()) if self.device.type == "cpu" else None
-        content = [fields, self.device.type, device_name(self.device), threads]
+        content = [fields, self.device.type, device_name(self.device), threads, TIMING]
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
@@ -175,7 +218,10 @@ class LatencyTable:
     def _measure(self, key: LayerKey, channels_last: bool) -> dict[str, Any]:
         protocol = dataclasses.replace(self.protocol, input_size=None, channels_last=channels_last)
         torch.manual_seed(0)  # the weights do not change the time; a fixed init keeps denormals out of the picture
-        module = key.module()
+        layer = key.module()
+        weight_bytes = sum(t.numel() for t in layer.parameters()) * torch.finfo(DTYPES[protocol.dtype]).bits // 8
+        copies = cold_copies(weight_bytes, last_level_cache_bytes(self.device)) if protocol.runtime == "eager" else 1
+        module = _Rotation([layer] + [copy.deepcopy(layer) for _ in range(copies - 1)])
         figure = measure(module, protocol, self.device, side=key.side, in_channels=key.in_channels)
         per_batch = figure["batch_size"] / figure["images_per_s"]
         if per_batch * protocol.iters < MIN_ROUND_S:  # a layer alone is short: enough batches a round to time it
@@ -190,6 +236,7 @@ class LatencyTable:
             **{k: figure.get(k) for k in keep},
             "protocol": self.protocol.name,
             "iters": protocol.iters,
+            "copies": copies,  # the rotation the layer was timed over (weights read cold, as in the network)
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
