@@ -55,13 +55,13 @@ def test_every_entry_point_runs_from_another_directory(venv):
     work = venv / "work"
     fast = ["speed.batch_size=2", "speed.iters=1", "speed.warmup=1", "speed.rounds=1"]
     run(venv, "repvgg-profile", "model=a0", *fast)
-    run(venv, "python", "-m", "repvgg_search.profile", "model=b0", "variant=qarepvgg", *fast)
+    run(venv, "python", "-m", "repvgg_search.profile", "model=a0", "model.a=0.5", "variant=qarepvgg", *fast)
     out = run(venv, "repvgg-train", *TRIAL, "output_dir=trial")
     assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "completed"
     run(venv, "python", "-m", "repvgg_search.train", *TRIAL, "output_dir=trial")  # done: reports, does not retrain
     for sweep in ("ablation", "width_search"):
         run(venv, "repvgg-sweep", f"+sweep={sweep}", "sweep.dry_run=true", *TRIAL)
-        run(venv, "python", "-m", "repvgg_search.sweep", f"+sweep={sweep}", "sweep.dry_run=true", *TRIAL)
+    run(venv, "python", "-m", "repvgg_search.sweep", "+sweep=ablation", "sweep.dry_run=true", *TRIAL)  # the module too
     assert (work / "outputs" / "sweeps" / "ablation" / "sweep.json").exists()
     run(venv, "repvgg-report", "trial", "-o", "report")
     run(venv, "python", "-m", "repvgg_search.analysis.report", "trial", "-o", "report2")
