@@ -17,8 +17,10 @@ MB for these widths) once a batch, and a layer's weights have been evicted by th
 table times each layer over a rotation of copies of it (`cold_copies`) whose weights together are at least twice
 the device's last-level cache (L3 on a CPU from sysfs, L2 on a GPU), so each call reads its weights from memory as
 in the network; the input activation stays warm, as the previous layer's output is in the network. (The eager
-runtime only: a compiled or exported layer is timed alone, one copy, since a rotation would recompile per copy.) Entries are keyed by (in and out channels, input side, stride, groups) inside a table for
-one (batch, dtype, runtime, threads, device model, timing settings), and by layout (NCHW or channels_last); they
+runtime only: a compiled or exported layer is timed alone, one copy, since a rotation would recompile per copy.)
+
+Entries are keyed by (in and out channels, input side, stride, groups) inside a table for one (batch, dtype,
+runtime, threads, device model, timing settings), and by layout (NCHW or channels_last); they
 are JSON files under `<speed folder>/lut/<table key>/`, written atomically, so workers of a sweep share them and
 a second worker never measures an entry that the first has written. A protocol whose channels_last is null (the
 probe's "pick the faster") gets both layouts measured, and the prediction takes the faster total, as the probe does
@@ -221,7 +223,7 @@ class LatencyTable:
         layer = key.module()
         weight_bytes = sum(t.numel() for t in layer.parameters()) * torch.finfo(DTYPES[protocol.dtype]).bits // 8
         copies = cold_copies(weight_bytes, last_level_cache_bytes(self.device)) if protocol.runtime == "eager" else 1
-        module = _Rotation([layer] + [copy.deepcopy(layer) for _ in range(copies - 1)])
+        module = _Rotation([layer] + [copy.deepcopy(layer) for _ in range(copies - 1)]) if copies > 1 else layer
         figure = measure(module, protocol, self.device, side=key.side, in_channels=key.in_channels)
         per_batch = figure["batch_size"] / figure["images_per_s"]
         if per_batch * protocol.iters < MIN_ROUND_S:  # a layer alone is short: enough batches a round to time it
