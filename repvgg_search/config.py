@@ -77,15 +77,13 @@ def plain_dict(node: Any) -> dict:
     return dict(node)
 
 
-UNSET_SPEED_FIELDS = {f.name: None for f in dataclasses.fields(SpeedProtocol) if f.name not in ("name", *NULLABLE)}
 # The speed protocol: `speed=<name>` picks a file of conf/speed/ (auto: paper on a GPU, cpu on the CPU),
 # `speed.<field>=...` changes a field. Every field, its meaning and its default is documented on SpeedProtocol.
+# Fields other than input_size, channels_last and threads (whose null means something) are null here: "the
+# protocol's value", so `speed.iters=10` on the CPU is a change of `cpu` even though 10 is `paper`'s value.
 # One more key is not part of the protocol: `speed.predictor` = measure (time the whole deploy form) | lut (predict it
 # from per-layer latencies kept in the speed folder: profile/lut.py).
 UNSET_SPEED_FIELDS = {f.name: None for f in dataclasses.fields(SpeedProtocol) if f.name not in ("name", *NULLABLE)}
-# The speed protocol: `speed=<name>` picks a file of conf/speed/ (default `auto`); a field set on the command line
-# changes it. Fields other than input_size, channels_last and threads (whose null means something) are null here:
-# "the protocol's value", so `speed.iters=10` on the CPU is a change of `cpu` even though 10 is `paper`'s value.
 SpeedConfig = _mutable_schema(
     SpeedProtocol, "SpeedConfig", "The speed protocol (fields: profile.SpeedProtocol).", name="auto",
     extra=[("predictor", str, "measure")], **UNSET_SPEED_FIELDS,

@@ -139,7 +139,7 @@ def test_a_speed_field_set_on_the_command_line_always_changes_the_protocol():
 
     import torch
 
-    from repvgg_search.profile import PROTOCOLS, resolve_protocol
+    from repvgg_search.profile import PROTOCOLS, SpeedProtocol, resolve_protocol
     from repvgg_search.profile.protocols import NULLABLE
     from repvgg_search.trial.settings import settings_from_config
 
@@ -154,7 +154,7 @@ def test_a_speed_field_set_on_the_command_line_always_changes_the_protocol():
     assert resolved("speed=cpu", "speed.iters=10").name == "cpu+iters=10"
     assert resolved("speed=paper") == PROTOCOLS["paper"] and resolved("speed.threads=1").threads == 1
     for name in ("cpu", "paper"):  # what auto resolves to shares the nullable fields' defaults (dropped unchanged)
-        assert {k: getattr(PROTOCOLS[name], k) for k in NULLABLE} == dict(NULLABLE)
+        assert {k: getattr(PROTOCOLS[name], k) for k in NULLABLE} == {k: getattr(SpeedProtocol(), k) for k in NULLABLE}
 
 
 def test_unknown_group_option_is_a_hydra_error():

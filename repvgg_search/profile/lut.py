@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -62,6 +63,7 @@ TIMING = "cold-weights"
 MAX_COPIES = 1024  # the rotation's cap: a tiny layer (the stem's 5 KB of weights) costs nothing to read cold anyway
 
 
+@functools.cache  # read once per process, not once per entry
 def last_level_cache_bytes(device: torch.device) -> int:
     """The device's last-level cache: a GPU's L2, a CPU's largest cache level (sysfs), else COLD_FALLBACK_BYTES."""
     if device.type == "cuda":

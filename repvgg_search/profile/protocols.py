@@ -24,9 +24,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 RUNTIMES = ("eager", "compile", "onnxruntime")  # PyTorch eager | torch.compile (inductor) | onnxruntime CPU
 PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "conf" / "speed"
 AUTO = "auto"
-# Fields whose null means something (the trial's side, the layout probe, every core), with the default that `paper`
-# and `cpu` (what `auto` resolves to) share; every other field's null in a config means "the protocol's value".
-NULLABLE: Mapping[str, Any] = {"input_size": 224, "channels_last": None, "threads": None}
+# Fields whose null means something (the trial's side, the layout probe, every core); `paper` and `cpu` (what `auto`
+# resolves to) keep SpeedProtocol's defaults for them. Every other field's null in a config is "the protocol's value".
+NULLABLE = ("input_size", "channels_last", "threads")
 
 
 class SpeedError(BadInputError):
@@ -116,7 +116,9 @@ def resolve_protocol(value: str | Mapping[str, Any] | SpeedProtocol, device: tor
     name = fields.get("name", AUTO)
     if name == AUTO:  # every field given is a change, but the node's nullable ones left at their (shared) defaults
         name = "paper" if device.type == "cuda" else "cpu"
-        fields = {k: v for k, v in fields.items() if k != "name" and (k not in NULLABLE or v != NULLABLE[k])}
+        fields = {
+            k: v for k, v in fields.items() if k != "name" and (k not in NULLABLE or v != getattr(SpeedProtocol(), k))
+        }
         fields["name"] = name
     protocol = SpeedProtocol(**{**(PROTOCOLS[name].fields() if name in PROTOCOLS else {}), **fields})
     if name in PROTOCOLS and protocol != PROTOCOLS[name]:  # a named protocol with changes is another protocol

@@ -221,9 +221,7 @@ def definition_digest(s: SearchSettings, base: dict[str, Any]) -> str:
     plumbing = ("tracking", "threads", "device", "output_dir", "speed_dir", "gate")
     trial_part = {k: v for k, v in base.items() if k not in plumbing}
     trial_part["data"] = {k: v for k, v in base["data"].items() if k not in NOT_IN_ID["data"]}
-    if (
-        "speed" in base
-    ):  # unset speed fields (null) as the schema's defaults were before they were null: old digests hold
+    if "speed" in base:  # unset (null) speed fields as their schema defaults were before: a study's digest holds
         defaults = SpeedProtocol().fields()
         trial_part["speed"] = {
             k: defaults[k] if v is None and k in UNSET_SPEED_FIELDS else v for k, v in base["speed"].items()
