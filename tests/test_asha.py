@@ -23,6 +23,7 @@ from repvgg_search.search.asha import (
     FidelityError,
     Ladder,
     RungEntry,
+    Tolerance,
     check_fidelity,
     closed_rungs,
     continues,
@@ -97,8 +98,9 @@ def test_bad_fidelity_settings_are_refused_naming_the_key(args, message):
 
 def test_ladder_and_default_min_epochs():
     assert Ladder.of(None, 3, 18, ["top1", "macs"], ["maximize", "minimize"]) == Ladder(
-        (2, 6), 18, 3, ("maximize", "minimize")
+        (2, 6), 18, 3, ("maximize", "minimize"), Tolerance(0, "auto")
     )
+    assert Ladder.of(1, 3, 9, ["macs", "top1"], ["minimize", "maximize"], 0.5).tolerance == Tolerance(1, 0.5)
     assert Ladder.of(None, 3, 120, ["top1"], ["maximize"]).levels == (13, 39, 117)
     assert Ladder.of(None, 3, 4, ["top1"], ["maximize"]).levels == (1, 3)
     assert LADDER.next_level(0) == 1 and LADDER.next_level(1) == 3 and LADDER.next_level(3) == 9
@@ -130,6 +132,62 @@ def test_fronts_by_hand():
     # A minimized objective (latency, ms): at equal top1 the lower one dominates.
     assert nondominated_fronts([(90, 100), (90, 50)], ["maximize", "minimize"]) == [[1], [0]]
     assert nondominated_fronts([(90, 100), (90, 100)], MAX2) == [[0, 1]]  # equal points share a front
+
+
+def test_epsilon_dominance_by_hand():
+    # (top1 at rung 3, images/s) on 360 validation images: B is fastest, A and C are more accurate than B by less
+    # than the noise, D is slower than B and less accurate by more than it.
+    rung = [RungEntry(n, i, 3, v, {}, 360) for i, (n, v) in
+            enumerate([("A", (97.5, 100.0)), ("B", (96.8, 300.0)), ("C", (97.9, 50.0)), ("D", (95.0, 280.0))])]  # fmt: skip
+    names = lambda order: [x.trial_id for x in order]  # noqa: E731
+    # plain Pareto: A, B, C are one front (the extremes B and C first by crowding, then A); D is dominated by B
+    assert names(rank(rung, MAX2)) == ["B", "C", "A", "D"]
+    tolerance = Tolerance(0)
+    p = (97.5 + 96.8 + 97.9 + 95.0) / 400  # one standard error of a difference of two top1 figures at the mean
+    assert tolerance.epsilon(rung) == pytest.approx(100 * math.sqrt(2 * p * (1 - p) / 360))  # 1.31 points
+    # within 1.31 points top1 does not rank: B (fastest) epsilon-dominates A and C; A (faster than C) dominates C;
+    # D is 1.8 points below B: B dominates it, and it trades off with A
+    assert names(rank(rung, MAX2, tolerance)) == ["B", "A", "D", "C"]
+    assert names(rank(rung, MAX2, Tolerance(0, 0.0))) == names(rank(rung, MAX2))  # 0 = plain dominance
+    assert names(rank(rung, MAX2, Tolerance(0, 2.0))) == ["B", "A", "D", "C"]
+    # eta 3, 4 entries: one continues; plain dominance would keep C's 0.4 points over A, bought with half its speed
+    assert continues(rung, "B", 3, MAX2, tolerance=tolerance) and not continues(rung, "C", 3, MAX2, tolerance=tolerance)
+    # no validation count (a table written before the field) or top1 alone: nothing else ranks, epsilon is not used
+    old = [RungEntry(x.trial_id, x.number, 3, x.values) for x in rung]
+    assert tolerance.epsilon(old) == 0 and names(rank(old, MAX2, tolerance)) == names(rank(old, MAX2))
+    alone = [RungEntry(x.trial_id, x.number, 3, x.values[:1], {}, 360) for x in rung]
+    assert tolerance.slack(alone) is None and names(rank(alone, ["maximize"], tolerance)) == ["C", "A", "B", "D"]
+    assert RungEntry.from_json(rung[0].to_json()) == rung[0] and RungEntry.from_json(rung[0].to_json()).images == 360
+    assert RungEntry.from_json({k: v for k, v in rung[0].to_json().items() if k != "images"}).images is None
+
+
+def test_epsilon_dominance_sorts_every_point_into_a_front():
+    # Slack on top1 only, the other objectives exact: the relation is acyclic, so the sort places every point
+    # (a cycle would leave its points out of every front) and nothing in a front dominates another of it.
+    import random
+
+    from repvgg_search.search.asha import _costs, _dominates
+
+    rng = random.Random(0)
+    for _ in range(200):
+        k = rng.choice([2, 3])
+        points = [(rng.choice([90.0, 90.5, 91.0, 92.0, 95.0]), *(rng.choice([1.0, 2.0, 3.0]) for _ in range(k - 1)))
+                  for _ in range(rng.randint(2, 12))]  # fmt: skip
+        directions = ["maximize", *(rng.choice(["maximize", "minimize"]) for _ in range(k - 1))]
+        slack = (rng.choice([0.0, 0.6, 1.5, 10.0]), *(0.0,) * (k - 1))
+        fronts = nondominated_fronts(points, directions, slack)
+        assert sorted(i for f in fronts for i in f) == list(range(len(points))), (points, slack)
+        costs = _costs(points, directions)
+        assert not any(_dominates(costs[i], costs[j], slack) for f in fronts for i in f for j in f)
+
+
+@pytest.mark.parametrize("value", [-0.5, "high", math.inf, True])
+def test_a_bad_top1_tolerance_is_refused_naming_the_key(value):
+    from repvgg_search.search.settings import search_settings
+
+    with pytest.raises(BadInputError, match=r"search.top1_tolerance=.* must be 'auto' .* or a number of top1 points"):
+        search_settings({"fidelity": "asha", "top1_tolerance": value})
+    assert search_settings({"top1_tolerance": 0}).top1_tolerance == 0
 
 
 def test_crowding_distance_by_hand():

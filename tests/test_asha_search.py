@@ -104,6 +104,11 @@ def test_asha_stops_the_rest_of_each_rung_and_trains_the_best_to_the_end(asha_se
     assert sum(r.metrics.epochs for r in runs) == 6  # 3 x 1 + 3, against 9 for the full-fidelity search
     table = RungTable(study).read()
     assert list(table) == [1] and {e.trial_id for e in table[1]} == {r.search.candidate for r in rung1}
+    # each entry holds the validation images its top1 was measured on (search.top1_tolerance=auto's n)
+    assert (
+        sorted(e.images for e in table[1]) == sorted(r.metrics.val_images for r in rung1)
+        and rung1[0].metrics.val_images
+    )
     stopped = [t for t in study.get_trials() if t.user_attrs.get("kind") == "stopped_early"]
     assert all(t.state == TrialState.PRUNED and t.user_attrs["asha_rung"] == 1 for t in stopped)
     # A proposal of a candidate already trained is told as that candidate was (never FAIL, which samplers ignore:

@@ -127,7 +127,8 @@ class SearchPlan:
         s = self.settings
         if s.fidelity == "none":
             return None
-        return Ladder.of(s.min_epochs, s.eta, int(self.base["train"]["epochs"]), s.objectives, self.directions)
+        epochs = int(self.base["train"]["epochs"])
+        return Ladder.of(s.min_epochs, s.eta, epochs, s.objectives, self.directions, s.top1_tolerance)
 
     @property
     def budget(self) -> Budget:
@@ -169,7 +170,7 @@ def plan_search(cfg: DictConfig, folder: SweepFolder, launcher: Launcher) -> Sea
     storage = study_storage(settings.storage, folder)
     if settings.fidelity != "none":  # FidelityError names search.eta / min_epochs / objectives
         Ladder.of(settings.min_epochs, settings.eta, int(base["train"]["epochs"]), settings.objectives,
-                  [OBJECTIVES[o][0] for o in settings.objectives])  # fmt: skip
+                  [OBJECTIVES[o][0] for o in settings.objectives], settings.top1_tolerance)  # fmt: skip
     plan = SearchPlan(
         str(folder.root),
         name,
@@ -232,7 +233,8 @@ def definition_digest(s: SearchSettings, base: dict[str, Any]) -> str:
         if k in ("space", "objectives", "constraints", "sampler", "sampler_options", "pruner", "seed")
     }
     # Multi-fidelity and screening settings enter only when set: a study made before they existed keeps its digest.
-    for key, default in (("fidelity", "none"), ("min_epochs", None), ("eta", 3), ("screen", None)):
+    for key, default in (("fidelity", "none"), ("min_epochs", None), ("eta", 3), ("screen", None),
+                         ("top1_tolerance", "auto")):  # fmt: skip
         if (s.fidelity != "none" and key in ("min_epochs", "eta")) or getattr(s, key) != default:
             search_part[key] = getattr(s, key)
     text = json.dumps({"trial": trial_part, "search": search_part}, sort_keys=True, default=str)

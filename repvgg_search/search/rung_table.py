@@ -155,7 +155,10 @@ def closed_now(
     arriving = active_next_rungs(table, trials, ladder)
     for rung, entries in table.items():
         here = [c for c, r in waiting.items() if r == rung]
-        arriving += [ladder.next_level(rung) for _ in promotable(entries, here, ladder.eta, ladder.directions)]
+        arriving += [
+            ladder.next_level(rung)
+            for _ in promotable(entries, here, ladder.eta, ladder.directions, tolerance=ladder.tolerance)
+        ]
     return closed_rungs(ladder.levels, arriving, budget_spent)
 
 
@@ -169,7 +172,7 @@ def plan_promotion(
     their best) once no candidate can still arrive there.
     """
     closed = closed_now(table, trials, ladder, budget_spent)
-    return next_promotion(table, paused(table, trials), ladder.eta, ladder.directions, closed)
+    return next_promotion(table, paused(table, trials), ladder.eta, ladder.directions, closed, ladder.tolerance)
 
 
 def arrival_continues(
@@ -183,4 +186,5 @@ def arrival_continues(
     rungs = table.read()
     others = [t for t in trials if _candidate_of(t) != entry.trial_id]
     closed = closed_now(rungs, others, ladder, budget_spent)
-    return continues(rungs.get(entry.rung, [held]), entry.trial_id, ladder.eta, ladder.directions, entry.rung in closed)
+    entries = rungs.get(entry.rung, [held])
+    return continues(entries, entry.trial_id, ladder.eta, ladder.directions, entry.rung in closed, ladder.tolerance)

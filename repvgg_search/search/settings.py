@@ -15,6 +15,7 @@ from ..errors import BadInputError
 from ..models import VARIANTS
 from ..models.arch import PRESETS
 from ..schema import OBJECTIVES, QUANT_OBJECTIVES  # noqa: F401 (search.settings.OBJECTIVES: their home is the schema)
+from .asha import check_tolerance
 
 SAMPLERS = ("tpe", "nsgaii", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
@@ -73,6 +74,8 @@ class SearchSettings:
     fidelity: str = "none"  # none: every candidate trains train.epochs | asha: multi-fidelity (MO-ASHA) promotion
     min_epochs: int | None = None  # asha: the first rung's epochs; null = train.epochs // eta**2 (at least 1)
     eta: int = 3  # asha: a rung keeps its top 1/eta (rungs min_epochs * eta**k below train.epochs)
+    top1_tolerance: Any = "auto"  # asha: top1 points below which a rung does not rank two candidates by top1
+    #   (epsilon-dominance; auto = one binomial standard error of the difference at the rung; 0 = plain Pareto)
     screen: int | None = None  # draw this many candidates, predict their speed (speed.predictor=lut) and MACs
     #   before training, and train only the predicted front (null = no screening: the sampler proposes)
     seed: int = 0  # seeds the samplers (each worker draws from its own stream)
@@ -146,6 +149,7 @@ def _check_objectives(s: SearchSettings) -> None:
             f"search.fidelity={s.fidelity} stops candidates at its rungs itself: use it with search.pruner=none "
             f"(got pruner={s.pruner})"
         )
+    check_tolerance(s.top1_tolerance)
     if s.screen is not None and s.screen < 2:
         raise SearchError(f"search.screen={s.screen} must be >= 2 candidates to screen (or null for none)")
     if s.pruner != "none" and s.objectives != ["top1"]:

@@ -184,7 +184,8 @@ class CandidateRunner:
                 return result
             values = [float(lookup(result, OBJECTIVES[o][1])) for o in self.s.objectives]
             trial.set_user_attr(RUNG, level)
-            entry = RungEntry(settings.trial_id, trial.number, level, tuple(values), dict(trial.params))
+            entry = RungEntry(settings.trial_id, trial.number, level, tuple(values), dict(trial.params),
+                              result.metrics.val_images)  # fmt: skip
             trials = study.get_trials(deepcopy=False)
             spent = tally(trials)["holding"] >= self.n_trials
             go_on = arrival_continues(RungTable(study), entry, trials, ladder, spent)
