@@ -58,14 +58,16 @@ MODES = {
     "full": ["search.n_trials=4"],
     "asha": ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12"],
 }
+# --plain: the same ASHA search ranking its rungs by plain Pareto dominance (search.top1_tolerance=0), side by side
+PLAIN = ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12", "search.top1_tolerance=0"]
 EPOCHS, REF_TOP1 = 9, 10.0
 
 
-def run_search(folder: Path, speed: Path, seed: int, mode: str, space: str = "shallow") -> float:
+def run_search(folder: Path, speed: Path, seed: int, overrides: list[str], space: str = "shallow") -> float:
     folder.mkdir(parents=True)
     (folder / "speed").symlink_to(speed, target_is_directory=True)  # one speed figure per architecture
     cmd = [sys.executable, "-m", "repvgg_search.sweep", "+sweep=width_search", f"sweep.dir={folder}",
-           f"search.seed={seed}", *SPACES[space], *BASE, *MODES[mode]]  # fmt: skip
+           f"search.seed={seed}", *SPACES[space], *BASE, *overrides]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -125,17 +127,20 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="where the sweep folders go (default: a temp folder)")
     p.add_argument("--space", choices=sorted(SPACES), default="shallow",
                    help="shallow: depths [1, 1, 2, 4, 1]; deep: the ablation's 48-layer D2se proxy")  # fmt: skip
+    p.add_argument("--plain", action="store_true",
+                   help="also run ASHA with search.top1_tolerance=0 (plain Pareto rungs) and print its R and Q")  # fmt: skip
     args = p.parse_args()
+    modes = {**MODES, **({"plain": PLAIN} if args.plain else {})}
     out = args.out or Path(tempfile.mkdtemp(prefix="search-cost-"))
     print(f"space: {' '.join(SPACES[args.space])}; train.epochs={EPOCHS}, digits 32 px, proxy recipe, 1 thread a trial, "
           f"2 side by side; folders in {out}")  # fmt: skip
-    results, pairs = [], {}
+    results, pairs, plain = [], {}, []
     for seed in range(args.seeds):
         speed = out / f"speed-seed{seed}"
         speed.mkdir(parents=True)
         found = {}
-        for mode in MODES:
-            wall = run_search(out / f"{mode}-seed{seed}", speed, seed, mode, args.space)
+        for mode, overrides in modes.items():
+            wall = run_search(out / f"{mode}-seed{seed}", speed, seed, overrides, args.space)
             found[mode] = (runs(out / f"{mode}-seed{seed}"), wall)
         fastest = max(r["speed"] for rows, _ in found.values() for r in rows)
         full_rows, asha_rows = found["full"][0], found["asha"][0]
@@ -145,6 +150,13 @@ def main() -> None:
         reached = next((e for e, hv in asha if hv >= target), None)
         q = reached / budget if reached is not None else math.inf
         results.append((ratio, q))
+        if "plain" in found:
+            ref = curve(found["plain"][0], fastest)
+            reached = next((e for e, hv in ref if hv >= target), None)
+            plain.append((at(ref, budget) / target if target else math.nan, reached / budget if reached else math.inf))
+            print(f"seed {seed}: asha with plain Pareto rungs (top1_tolerance=0): {len(found['plain'][0])} runs, "
+                  f"{ref[-1][0]} epochs, hypervolume {ref[-1][1]:.2f} (at {budget} epochs {at(ref, budget):.2f}); "
+                  f"R {plain[-1][0]:.3f}, Q {plain[-1][1]:.3f}")  # fmt: skip
         for r in asha_rows:
             if r["epochs"] == 1:
                 pairs.setdefault(r["candidate"], {})["rung1"] = r["top1"]
@@ -159,6 +171,9 @@ def main() -> None:
     tau = float(stats.kendalltau(*zip(*both)).statistic) if len(both) >= 3 else math.nan
     r_med = statistics.median(r for r, _ in results)
     q_med = statistics.median(q for _, q in results)
+    if plain:
+        print(f"plain Pareto rungs: R per seed {[round(r, 3) for r, _ in plain]}, median "
+              f"{statistics.median(r for r, _ in plain):.3f}; Q per seed {[round(q, 3) for _, q in plain]}")  # fmt: skip
     print(f"R per seed {[round(r, 3) for r, _ in results]}, Q per seed {[round(q, 3) for _, q in results]}; "
           f"K over {len(both)} candidates with a rung-1 and a final top1")  # fmt: skip
     print(f"search cost: hypervolume asha/full at equal epochs {r_med:.3f}, epochs to full's hypervolume {q_med:.3f}, "
