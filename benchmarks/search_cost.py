@@ -21,14 +21,19 @@ candidate's), reference point (10 %, chance on 10 classes; 0). Then
 - K = Kendall's tau of a candidate's rung-1 top1 (the asha searches' 1-epoch runs) with its final top1 (a
   9-epoch run of either search), over the distinct candidates that have both (trials are seeded alike: seed 0).
 
-R and Q are the medians over the seeds, each seed's printed with them. Last line:
+R and Q are the medians over the seeds, each seed's printed with them. Q has a floor whatever the ranking rule:
+ASHA's first full-fidelity result needs a candidate in the top floor(n / 3) of rung 3, so 3 candidates at rung 3,
+so 9 at rung 1: 9 x 1 + 3 x 3 + 9 = 27 epochs before it ends; or, through a closed rung, all 12 candidates started
+and one promoted twice: 12 + 3 + 9 = 24. So Q >= 24 / 36 = 0.67 at this budget (Q <= 0.5 needs a budget of 48
+full-fidelity epochs or more). `--plain` also runs the ASHA search with plain Pareto rungs
+(search.top1_tolerance=0) beside the default epsilon-dominance ones, with the same speed folder. Last line:
 `search cost: hypervolume asha/full at equal epochs R, epochs to full's hypervolume Q, rank correlation of rung-1 and
 final top1 K`.
 
 `--space deep` searches the ablation's deep proxy instead (`model=d2se model.use_se=false`: 48 layers, a in
 {0.125, .., 0.5}, b in {0.25, .., 1.0}, 16 candidates), where a short run might rank candidates differently.
 
-    python benchmarks/search_cost.py [--seeds 3] [--out DIR] [--space shallow|deep]
+    python benchmarks/search_cost.py [--seeds 3] [--out DIR] [--space shallow|deep] [--plain]
 """
 
 from __future__ import annotations
