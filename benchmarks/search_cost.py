@@ -1,13 +1,16 @@
 """What a front costs: a full-fidelity and an ASHA width search of the same space, on digits, at equal epochs.
 
-For each search seed, two real searches (`python -m repvgg_search.sweep +sweep=width_search`, local workers, a
+For each search seed, two (three with --plain) real searches (`python -m repvgg_search.sweep +sweep=width_search`, local workers, a
 journal file each) over one space: RepVGG with depths [1, 1, 2, 4, 1] (9 layers), model.a in {0.25, .., 1.0},
 model.b in {0.5, .., 2.0} (16 candidates, groups 1), objectives (top1, images_per_s), TPE, the proxy recipe with
 train.epochs=9, digits at 32 px, one thread per trial, two trials side by side:
 
-- full: search.n_trials=4 (36 epochs);
 - asha: search.fidelity=asha, min_epochs 1, eta 3 (rungs 1 and 3, then 9), search.n_trials=12 candidates
-  (12 x 3 = 36 epochs expected with budgeted rung runs: `search.asha.epochs_per_candidate`).
+  (12 x 3 = 36 epochs expected with budgeted rung runs, `search.asha.epochs_per_candidate`; asynchronous
+  promotion spends more: a candidate in a rung's top 1/eta when it arrives stays promoted after later arrivals
+  push it out, and a closed rung promotes its best);
+- full: run after it, search.n_trials = the epochs the asha search spent / 9, rounded up (at least 4, at most the
+  space's 16), so both searches have the same epoch budget.
 
 Both searches of a seed share one speed folder (a symlink), so a candidate's images/s is one figure in both: only
 accuracy and the search itself differ. Each search's hypervolume is computed after every finished run, in the
@@ -15,18 +18,19 @@ order the runs finished (the last epoch's line in metrics.jsonl), against the ep
 the full-fidelity results only (a rung run is not a result), objectives (top1 %, images/s divided by the fastest
 candidate's), reference point (10 %, chance on 10 classes; 0). Then
 
-- R = hypervolume of asha / of full at full's total epochs (asha's curve read at that budget, or at its end if it
-  trained fewer epochs);
-- Q = epochs asha needed to reach full's final hypervolume / full's epochs (inf when it never did);
+- R = hypervolume of asha's final front / of full's front at the same epochs (asha's total);
+- Q = epochs asha needed to reach that full-fidelity hypervolume / epochs the full search needed to reach it (inf
+  when asha never did);
 - K = Kendall's tau of a candidate's rung-1 top1 (the asha searches' 1-epoch runs) with its final top1 (a
   9-epoch run of either search), over the distinct candidates that have both (trials are seeded alike: seed 0).
 
-R and Q are the medians over the seeds, each seed's printed with them. Q has a floor whatever the ranking rule:
-ASHA's first full-fidelity result needs a candidate in the top floor(n / 3) of rung 3, so 3 candidates at rung 3,
-so 9 at rung 1: 9 x 1 + 3 x 3 + 9 = 27 epochs before it ends; or, through a closed rung, all 12 candidates started
-and one promoted twice: 12 + 3 + 9 = 24. So Q >= 24 / 36 = 0.67 at this budget (Q <= 0.5 needs a budget of 48
-full-fidelity epochs or more). `--plain` also runs the ASHA search with plain Pareto rungs
-(search.top1_tolerance=0) beside the default epsilon-dominance ones, with the same speed folder. Last line:
+Each seed's line also reads both curves at 36 epochs (4 full-fidelity runs, the nominal budget: what this script
+reported before full's budget followed asha's spend). R and Q are the medians over the seeds. Q has a floor
+whatever the ranking rule: ASHA's first full-fidelity result needs a candidate in the top floor(n / 3) of rung 3,
+so 3 candidates at rung 3, so 9 at rung 1: 9 x 1 + 3 x 3 + 9 = 27 epochs; or, through a closed rung, all 12
+candidates started and one promoted twice: 12 + 3 + 9 = 24. So Q <= 0.5 needs a full search that took 48 epochs
+or more to reach its front. `--plain` also runs the ASHA search with plain Pareto rungs (search.top1_tolerance=0)
+beside the default epsilon-dominance ones, with the same speed folder, against the same full search. Last line:
 `search cost: hypervolume asha/full at equal epochs R, epochs to full's hypervolume Q, rank correlation of rung-1 and
 final top1 K`.
 
@@ -59,10 +63,8 @@ SPACES = {
 }  # fmt: skip
 BASE = ["train.epochs=9", "threads=1", "tracking.mode=disabled", "keep_checkpoint=none", "gate.images=64",
         "launcher.max_parallel=2", "sweep.poll_s=0.5", "search.objectives=[top1,images_per_s]"]  # fmt: skip
-MODES = {
-    "full": ["search.n_trials=4"],
-    "asha": ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12"],
-}
+MODES = {"asha": ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12"]}
+NOMINAL_FULL, SPACE_SIZE = 4, 16  # 12 ASHA candidates x 3 rung-1 budgets = 4 full runs' epochs; both spaces hold 16
 # --plain: the same ASHA search ranking its rungs by plain Pareto dominance (search.top1_tolerance=0), side by side
 PLAIN = ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12", "search.top1_tolerance=0"]
 EPOCHS, REF_TOP1 = 9, 10.0
@@ -126,6 +128,29 @@ def at(points: list[tuple[int, float]], epochs: int) -> float:
     return max((hv for e, hv in points if e <= epochs), default=0.0)
 
 
+def first(points: list[tuple[int, float]], target: float) -> int | None:
+    """The epochs after which a curve first reaches `target` (None: never)."""
+    return next((e for e, hv in points if hv >= target), None)
+
+
+def compare(asha: list[tuple[int, float]], full: list[tuple[int, float]]) -> tuple[float, float, str]:
+    """R and Q of one ASHA search against the full-fidelity one, and the line that shows them.
+
+    R: the ASHA search's final hypervolume over the full search's at the same epochs (ASHA's total).
+    Q: the epochs ASHA needed to reach that full-fidelity hypervolume over the epochs the full search needed.
+    """
+    spent, final = asha[-1]
+    target = at(full, spent)
+    ratio = final / target if target else math.nan
+    mine, theirs = first(asha, target), first(full, target)
+    q = mine / theirs if mine is not None and theirs else math.inf
+    early = at(full, NOMINAL_FULL * EPOCHS)
+    line = (f"{spent} epochs, hypervolume {final:.2f} against full's {target:.2f} at {spent} epochs: R {ratio:.3f}, "
+            f"Q {q:.3f} ({mine} / {theirs} epochs); at {NOMINAL_FULL * EPOCHS} epochs "
+            f"{at(asha, NOMINAL_FULL * EPOCHS):.2f} against {early:.2f}")  # fmt: skip
+    return ratio, q, line
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="search seeds (search.seed=0..N-1)")
@@ -147,31 +172,26 @@ def main() -> None:
         for mode, overrides in modes.items():
             wall = run_search(out / f"{mode}-seed{seed}", speed, seed, overrides, args.space)
             found[mode] = (runs(out / f"{mode}-seed{seed}"), wall)
+        # the full-fidelity search gets the epochs the ASHA search spent (rounded up to whole candidates)
+        spent = sum(r["epochs"] for r in found["asha"][0])
+        n_full = min(SPACE_SIZE, max(NOMINAL_FULL, math.ceil(spent / EPOCHS)))
+        wall = run_search(out / f"full-seed{seed}", speed, seed, [f"search.n_trials={n_full}"], args.space)
+        found["full"] = (runs(out / f"full-seed{seed}"), wall)
         fastest = max(r["speed"] for rows, _ in found.values() for r in rows)
-        full_rows, asha_rows = found["full"][0], found["asha"][0]
-        full, asha = curve(full_rows, fastest), curve(asha_rows, fastest)
-        budget, target = full[-1][0], full[-1][1]
-        ratio = at(asha, budget) / target if target else math.nan
-        reached = next((e for e, hv in asha if hv >= target), None)
-        q = reached / budget if reached is not None else math.inf
-        results.append((ratio, q))
-        if "plain" in found:
-            ref = curve(found["plain"][0], fastest)
-            reached = next((e for e, hv in ref if hv >= target), None)
-            plain.append((at(ref, budget) / target if target else math.nan, reached / budget if reached else math.inf))
-            print(f"seed {seed}: asha with plain Pareto rungs (top1_tolerance=0): {len(found['plain'][0])} runs, "
-                  f"{ref[-1][0]} epochs, hypervolume {ref[-1][1]:.2f} (at {budget} epochs {at(ref, budget):.2f}); "
-                  f"R {plain[-1][0]:.3f}, Q {plain[-1][1]:.3f}")  # fmt: skip
-        for r in asha_rows:
+        full = curve(found["full"][0], fastest)
+        for mode in modes:
+            r, q, line = compare(curve(found[mode][0], fastest), full)
+            (results if mode == "asha" else plain).append((r, q))
+            name = "asha" if mode == "asha" else "asha, plain Pareto rungs (top1_tolerance=0)"
+            print(f"seed {seed}: {name}: {len(found[mode][0])} runs, {found[mode][1]:.0f} s, {line}")
+        print(f"seed {seed}: full: {len(found['full'][0])} runs, {full[-1][0]} epochs, {found['full'][1]:.0f} s, "
+              f"hypervolume {full[-1][1]:.2f}")  # fmt: skip
+        for r in found["asha"][0]:
             if r["epochs"] == 1:
                 pairs.setdefault(r["candidate"], {})["rung1"] = r["top1"]
-        for r in [*full_rows, *asha_rows]:
+        for r in [*found["full"][0], *found["asha"][0]]:
             if r["epochs"] == EPOCHS:
                 pairs.setdefault(r["candidate"], {})["final"] = r["top1"]
-        print(f"seed {seed}: full {len(full_rows)} runs, {budget} epochs, {found['full'][1]:.0f} s, hypervolume "
-              f"{target:.2f}; asha {len(asha_rows)} runs, {asha[-1][0]} epochs, {found['asha'][1]:.0f} s, "
-              f"hypervolume {asha[-1][1]:.2f} (at {budget} epochs {at(asha, budget):.2f}); R {ratio:.3f}, "
-              f"Q {q:.3f}")  # fmt: skip
     both = [(v["rung1"], v["final"]) for v in pairs.values() if {"rung1", "final"} <= set(v)]
     tau = float(stats.kendalltau(*zip(*both)).statistic) if len(both) >= 3 else math.nan
     r_med = statistics.median(r for r, _ in results)
