@@ -15,7 +15,7 @@ Evolutionary Multiobjective Optimization", Evolutionary Computation 10(3), 2002,
 rung's top1 is measured on a finite validation set, so two candidates whose top1 differ by less than the
 measurement's noise are not ranked by it. With search.top1_tolerance=auto, epsilon is one binomial standard error
 of the difference of two top1 figures of the rung, 100 * sqrt(2 p (1 - p) / n) points (p: the rung's mean top1,
-n: its validation images; 1.6 points at 95 % on digits' 360 images, 0.27 at 75 % on ImageNet's 50 000); a number
+n: its validation images; 1.6 points at 95 % on digits' 359 images, 0.27 at 75 % on ImageNet's 50 000); a number
 sets it in top1 points, 0 is plain Pareto dominance. Candidate x epsilon-dominates y when x is at least as good in
 every objective, top1 counted within epsilon, and better in one, top1 by more than epsilon. The objectives known
 before training are exact, so the relation stays acyclic (a cycle would need equal exact objectives and a top1
@@ -57,9 +57,6 @@ FIDELITIES = ("none", "asha")  # search.fidelity: none = every candidate trains 
 PRE_TRAINING_OBJECTIVES = ("images_per_s", "latency_ms", "macs", "params")
 DIRECTIONS = ("maximize", "minimize")
 SCHEDULES = ("budgeted", "continued")  # a run per rung from scratch (the default) | one schedule resumed at promotion
-
-
-TOLERANCES = ("auto",)  # search.top1_tolerance: auto, or a number of top1 points >= 0 (0 = plain dominance)
 
 
 class FidelityError(BadInputError):
