@@ -468,7 +468,18 @@ def sim_worker(storage: str, name: str, n: int, log: str, seed: int) -> None:
             with quiet():
                 trial = study.ask()
             _sim_evaluate(study, table, trial, n, out)
-    raise TimeoutError("the simulated search did not finish")
+    raise TimeoutError(f"the simulated search did not finish; at the deadline:\n{_sim_state(study, table, n)}")
+
+
+def _sim_state(study, table, n) -> str:
+    """What a stuck simulated search looked like: every trial, the rung table and the promotion it would plan."""
+    trials = study.get_trials(deepcopy=False)
+    spent = sum(promotion_target(t) is None for t in trials) >= n
+    lines = [f"{t.number} {t.state.name} {t.user_attrs}" for t in trials]
+    rungs = {r: [(e.trial_id, e.number) for e in es] for r, es in table.read().items()}
+    return "\n".join(
+        [*lines, f"table {rungs}", f"spent {spent}, plan {plan_promotion(table.read(), trials, LADDER, spent)}"]
+    )
 
 
 def _sim_evaluate(study, table, trial, n, out) -> None:
