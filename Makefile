@@ -25,11 +25,11 @@ demo: install
 # The whole suite. Tests that need a system service (SLURM, PostgreSQL, Chromium) skip with a reason unless
 # `make services` started it; CI runs `make services` first and sets REPVGG_REQUIRE_ALL=1 (a skip fails there).
 test: install
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The quick tier: everything not marked slow (no training runs, no subprocess sweeps).
 test-fast: install
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 # Installs and starts system services as root on Debian (apt packages, a single-node SLURM cluster, PostgreSQL,
 # headless Chromium); elsewhere it says what it did not start.

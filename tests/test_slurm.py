@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -115,17 +116,28 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
     assert "preempted" in log and "resuming after epoch" in log
 
 
+def dead_controller(folder: Path) -> dict[str, str]:
+    """This cluster's slurm.conf with its controller on a port nothing listens on and a 1 s message timeout: `sinfo`
+    gives up in a second (a missing slurm.conf would make it retry for 60 s, past the launcher's 20 s timeout: the
+    same error, slower)."""
+    lines = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
+    kept = [x for x in lines if not x.startswith(("SlurmctldPort=", "MessageTimeout="))]
+    (folder / "slurm.conf").write_text("\n".join([*kept, "SlurmctldPort=6999", "MessageTimeout=1"]) + "\n")
+    return {"SLURM_CONF": str(folder / "slurm.conf")}
+
+
 @pytest.mark.parametrize(
-    ("overrides", "env", "match"),
+    ("overrides", "dead", "match"),
     [
-        (["launcher.partition=nope"], {}, "launcher.partition='nope' is unknown; partitions: debug"),
-        ([], {"SLURM_CONF": "/nonexistent/slurm.conf"}, "the SLURM cluster is unreachable"),
+        (["launcher.partition=nope"], False, "launcher.partition='nope' is unknown; partitions: debug"),
+        ([], True, "the SLURM cluster is unreachable"),
     ],
     ids=["unknown-partition", "unreachable"],
 )
-def test_bad_cluster_settings_are_refused_before_submission(tmp_path, overrides, env, match):
+def test_bad_cluster_settings_are_refused_before_submission(tmp_path, overrides, dead, match):
     folder = tmp_path / "bad"
-    proc = run_cli("repvgg_search.sweep", *sweep_args(folder, "sweep.axes={variant:[full]}", *overrides),
-                   env=environ(**env), timeout=120)  # fmt: skip
+    env = environ(**(dead_controller(tmp_path) if dead else {}))
+    proc = run_cli("repvgg_search.sweep", *sweep_args(folder, "sweep.axes={variant:[full]}", *overrides), env=env,
+                   timeout=120)  # fmt: skip
     assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
     assert not (folder / "jobs.jsonl").exists()
