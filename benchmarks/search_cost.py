@@ -10,7 +10,8 @@ train.epochs=9, digits at 32 px, one thread per trial, two trials side by side:
   promotion spends more: a candidate in a rung's top 1/eta when it arrives stays promoted after later arrivals
   push it out, and a closed rung promotes its best);
 - full: run after it, search.n_trials = the epochs the asha search spent / 9, rounded up (at least 4, at most the
-  space's 16), so both searches have the same epoch budget.
+  space's 16), so both searches have the same epoch budget (with --plain, the larger of the two ASHA searches'
+  spends, so that each is compared with full's front at its own total).
 
 Both searches of a seed share one speed folder (a symlink), so a candidate's images/s is one figure in both: only
 accuracy and the search itself differ. Each search's hypervolume is computed after every finished run, in the
@@ -172,8 +173,9 @@ def main() -> None:
         for mode, overrides in modes.items():
             wall = run_search(out / f"{mode}-seed{seed}", speed, seed, overrides, args.space)
             found[mode] = (runs(out / f"{mode}-seed{seed}"), wall)
-        # the full-fidelity search gets the epochs the ASHA search spent (rounded up to whole candidates)
-        spent = sum(r["epochs"] for r in found["asha"][0])
+        # the full-fidelity search gets the epochs the ASHA searches spent (the larger, rounded up to whole
+        # candidates): each ASHA search is compared with full's front at its own total
+        spent = max(sum(r["epochs"] for r in found[mode][0]) for mode in modes)
         n_full = min(SPACE_SIZE, max(NOMINAL_FULL, math.ceil(spent / EPOCHS)))
         wall = run_search(out / f"full-seed{seed}", speed, seed, [f"search.n_trials={n_full}"], args.space)
         found["full"] = (runs(out / f"full-seed{seed}"), wall)
