@@ -22,7 +22,7 @@ candidate's), reference point (10 %, chance on 10 classes; 0). Then
 - R = hypervolume of asha's final front / of full's front at the same epochs (asha's total);
 - Q = epochs asha needed to reach that full-fidelity hypervolume / epochs the full search needed to reach it (inf
   when asha never did);
-- K = Kendall's tau of a candidate's rung-1 top1 (the asha searches' 1-epoch runs) with its final top1 (a
+- K = Kendall's tau of a candidate's rung-1 top1 (the asha searches' first-rung runs) with its final top1 (a
   9-epoch run of either search), over the distinct candidates that have both (trials are seeded alike: seed 0).
 
 Each seed's line also reads both curves at 36 epochs (4 full-fidelity runs, the nominal budget: what this script
@@ -38,7 +38,10 @@ final top1 K`.
 `--space deep` searches the ablation's deep proxy instead (`model=d2se model.use_se=false`: 48 layers, a in
 {0.125, .., 0.5}, b in {0.25, .., 1.0}, 16 candidates), where a short run might rank candidates differently.
 
-    python benchmarks/search_cost.py [--seeds 3] [--out DIR] [--space shallow|deep] [--plain]
+`--min-epochs 3` starts the ladder at 3 epochs (rungs 3 and 9): fewer, better-ranked first-rung runs (K is then
+the 3-epoch top1's correlation with the final one), at 3 epochs a candidate instead of 1.
+
+    python benchmarks/search_cost.py [--seeds 3] [--out DIR] [--space shallow|deep] [--plain] [--min-epochs 1|3]
 """
 
 from __future__ import annotations
@@ -64,10 +67,10 @@ SPACES = {
 }  # fmt: skip
 BASE = ["train.epochs=9", "threads=1", "tracking.mode=disabled", "keep_checkpoint=none", "gate.images=64",
         "launcher.max_parallel=2", "sweep.poll_s=0.5", "search.objectives=[top1,images_per_s]"]  # fmt: skip
-MODES = {"asha": ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12"]}
+MODES = {"asha": ["search.fidelity=asha", "search.eta=3", "search.n_trials=12"]}  # + search.min_epochs (--min-epochs)
 NOMINAL_FULL, SPACE_SIZE = 4, 16  # 12 ASHA candidates x 3 rung-1 budgets = 4 full runs' epochs; both spaces hold 16
 # --plain: the same ASHA search ranking its rungs by plain Pareto dominance (search.top1_tolerance=0), side by side
-PLAIN = ["search.fidelity=asha", "search.min_epochs=1", "search.eta=3", "search.n_trials=12", "search.top1_tolerance=0"]
+PLAIN = [*MODES["asha"], "search.top1_tolerance=0"]
 EPOCHS, REF_TOP1 = 9, 10.0
 
 
@@ -160,8 +163,11 @@ def main() -> None:
                    help="shallow: depths [1, 1, 2, 4, 1]; deep: the ablation's 48-layer D2se proxy")  # fmt: skip
     p.add_argument("--plain", action="store_true",
                    help="also run ASHA with search.top1_tolerance=0 (plain Pareto rungs) and print its R and Q")  # fmt: skip
+    p.add_argument("--min-epochs", type=int, default=1, choices=[1, 3],
+                   help="search.min_epochs: the first rung (1: rungs 1, 3, 9; 3: rungs 3, 9)")  # fmt: skip
     args = p.parse_args()
-    modes = {**MODES, **({"plain": PLAIN} if args.plain else {})}
+    rung1 = [f"search.min_epochs={args.min_epochs}"]
+    modes = {"asha": [*MODES["asha"], *rung1], **({"plain": [*PLAIN, *rung1]} if args.plain else {})}
     out = args.out or Path(tempfile.mkdtemp(prefix="search-cost-"))
     print(f"space: {' '.join(SPACES[args.space])}; train.epochs={EPOCHS}, digits 32 px, proxy recipe, 1 thread a trial, "
           f"2 side by side; folders in {out}")  # fmt: skip
@@ -189,7 +195,7 @@ def main() -> None:
         print(f"seed {seed}: full: {len(found['full'][0])} runs, {full[-1][0]} epochs, {found['full'][1]:.0f} s, "
               f"hypervolume {full[-1][1]:.2f}")  # fmt: skip
         for r in found["asha"][0]:
-            if r["epochs"] == 1:
+            if r["epochs"] == args.min_epochs:
                 pairs.setdefault(r["candidate"], {})["rung1"] = r["top1"]
         for r in [*found["full"][0], *found["asha"][0]]:
             if r["epochs"] == EPOCHS:
