@@ -67,10 +67,10 @@ SPACES = {
 }  # fmt: skip
 BASE = ["train.epochs=9", "threads=1", "tracking.mode=disabled", "keep_checkpoint=none", "gate.images=64",
         "launcher.max_parallel=2", "sweep.poll_s=0.5", "search.objectives=[top1,images_per_s]"]  # fmt: skip
-MODES = {"asha": ["search.fidelity=asha", "search.eta=3", "search.n_trials=12"]}  # + search.min_epochs (--min-epochs)
+ASHA = ["search.fidelity=asha", "search.eta=3", "search.n_trials=12"]  # and search.min_epochs from --min-epochs
 NOMINAL_FULL, SPACE_SIZE = 4, 16  # 12 ASHA candidates x 3 rung-1 budgets = 4 full runs' epochs; both spaces hold 16
 # --plain: the same ASHA search ranking its rungs by plain Pareto dominance (search.top1_tolerance=0), side by side
-PLAIN = [*MODES["asha"], "search.top1_tolerance=0"]
+PLAIN = [*ASHA, "search.top1_tolerance=0"]
 EPOCHS, REF_TOP1 = 9, 10.0
 
 
@@ -167,7 +167,7 @@ def main() -> None:
                    help="search.min_epochs: the first rung (1: rungs 1, 3, 9; 3: rungs 3, 9)")  # fmt: skip
     args = p.parse_args()
     rung1 = [f"search.min_epochs={args.min_epochs}"]
-    modes = {"asha": [*MODES["asha"], *rung1], **({"plain": [*PLAIN, *rung1]} if args.plain else {})}
+    modes = {"asha": [*ASHA, *rung1], **({"plain": [*PLAIN, *rung1]} if args.plain else {})}
     out = args.out or Path(tempfile.mkdtemp(prefix="search-cost-"))
     print(f"space: {' '.join(SPACES[args.space])}; train.epochs={EPOCHS}, digits 32 px, proxy recipe, 1 thread a trial, "
           f"2 side by side; folders in {out}")  # fmt: skip

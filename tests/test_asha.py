@@ -456,7 +456,7 @@ def sim_worker(storage: str, name: str, n: int, log: str, seed: int) -> None:
     with open(log, "a") as out:
         while time.time() < deadline:
             trials = study.get_trials(deepcopy=False)
-            spent = sum(promotion_target(t) is None for t in trials) >= n
+            spent = _budget_spent(trials, n)
             promo = plan_promotion(table.read(), trials, LADDER, spent)
             if promo is not None:
                 enqueue_promotion(study, promo)
@@ -471,14 +471,19 @@ def sim_worker(storage: str, name: str, n: int, log: str, seed: int) -> None:
     raise TimeoutError(f"the simulated search did not finish; at the deadline:\n{_sim_state(study, table, n)}")
 
 
+def _budget_spent(trials, n) -> bool:
+    """Whether n candidates have started (every trial that is not a promotion starts one, surplus ones included)."""
+    return sum(promotion_target(t) is None for t in trials) >= n
+
+
 def _sim_state(study, table, n) -> str:
     """What a stuck simulated search looked like: every trial, the rung table and the promotion it would plan."""
-    trials = study.get_trials(deepcopy=False)
-    spent = sum(promotion_target(t) is None for t in trials) >= n
+    trials, rungs = study.get_trials(deepcopy=False), table.read()
+    spent = _budget_spent(trials, n)
     lines = [f"{t.number} {t.state.name} {t.user_attrs}" for t in trials]
-    rungs = {r: [(e.trial_id, e.number) for e in es] for r, es in table.read().items()}
+    entries = {r: [(e.trial_id, e.number) for e in es] for r, es in rungs.items()}
     return "\n".join(
-        [*lines, f"table {rungs}", f"spent {spent}, plan {plan_promotion(table.read(), trials, LADDER, spent)}"]
+        [*lines, f"table {entries}", f"spent {spent}, plan {plan_promotion(rungs, trials, LADDER, spent)}"]
     )
 
 
@@ -505,7 +510,7 @@ def _sim_evaluate(study, table, trial, n, out) -> None:
         out.write(json.dumps({"event": "arrive", "candidate": candidate, "rung": rung}) + "\n")
         out.flush()
         now = study.get_trials(deepcopy=False)
-        spent = sum(promotion_target(t) is None for t in now) >= n
+        spent = _budget_spent(now, n)
         if not arrival_continues(table, entry, now, LADDER, spent):
             return stop_early(study, trial, candidate, rung)
     trial.set_user_attr(KIND, "trained")
