@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from support import QUICK_TRIAL, REPO, run_cli
 
 from repvgg_search import files
@@ -17,18 +18,46 @@ from repvgg_search.schema import DATA_WAIT_CONVENTION, DataWaitBlock, read_recor
 from repvgg_search.trial import settings_from_config
 
 
-@pytest.fixture(scope="module")
-def quick_trial(tmp_path_factory) -> Path:
-    """A compiled trial (train.compile=true: torch.compile's inductor on the CPU, one block per stage to keep the
-    compilation near 30 s), two epochs: its record carries the data wait and the compile time."""
+def _trial(tmp_path_factory, compile: bool):
     out = tmp_path_factory.mktemp("wired") / "run"
-    args = [*QUICK_TRIAL, "model.depths=[1,1,1,1,1]", "train.compile=true", "train.epochs=2", f"output_dir={out}"]
-    proc = run_cli("repvgg_search.train", *args, timeout=900)
+    args = [*QUICK_TRIAL, "model.depths=[1,1,1,1,1]", f"train.compile={str(compile).lower()}", "train.epochs=2",
+            f"output_dir={out}"]  # fmt: skip
+    return out, run_cli("repvgg_search.train", *args, timeout=900)
+
+
+# Seen on 2026-12-08 on an AVX2-only AMD EPYC (the machines before had AVX-512, where the compiled trial passes):
+# torch 2.14.1's inductor kernel for the compiled backward dies of "double free or corruption" (SIGABRT, or
+# SIGSEGV), and with ATEN_CPU_CAPABILITY=default the same kernel does not compile. A torch bug, not ours (the
+# README says so under train.compile); the compiled test still runs there, so a fixed torch shows.
+def _inductor_crashed(proc) -> bool:
+    return proc.returncode < 0 and torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
+@pytest.fixture(scope="module")
+def compiled_trial(tmp_path_factory):
+    """A compiled trial (train.compile=true: torch.compile's inductor on the CPU, one block per stage to keep the
+    compilation near 30 s), two epochs: its record carries the data wait and the compile time. Returns the output
+    folder and the process."""
+    return _trial(tmp_path_factory, compile=True)
+
+
+@pytest.fixture(scope="module")
+def quick_trial(compiled_trial, tmp_path_factory) -> Path:
+    """The compiled trial's folder, or, where inductor crashes (above), an eager trial's: the data wait is recorded
+    either way."""
+    out, proc = compiled_trial
+    if _inductor_crashed(proc):
+        out, proc = _trial(tmp_path_factory, compile=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
-def test_a_compiled_trial_trains_converts_and_records_its_compile_time(quick_trial: Path):
+def test_a_compiled_trial_trains_converts_and_records_its_compile_time(compiled_trial):
+    quick_trial, proc = compiled_trial
+    if _inductor_crashed(proc):
+        pytest.xfail(f"torch {torch.__version__} inductor crashes in the compiled backward on an AVX2 CPU "
+                     f"(signal {-proc.returncode})")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
     record = read_record(quick_trial / "result.json")
     assert record.status == "completed" and record.config["train"]["compile"] is True
     assert 0 < record.timings.compile_s < record.timings.train_s  # the first compiled step, inside training
