@@ -65,6 +65,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from repvgg_search.search.asha import epochs_per_candidate, rung_levels
+
 SPACES = {
     "shallow": ["model.depths=[1,1,2,4,1]", "search.space.a={low:0.25,high:1.0,step:0.25}",
                 "search.space.b={low:0.5,high:2.0,step:0.5}", "search.space.groups=[1]"],
@@ -83,11 +85,11 @@ SPACE_SIZE = {"shallow": 16, "deep": 16, "wide": 147, "deep-wide": 147}
 CANDIDATES = {"shallow": 12, "deep": 12, "wide": 27, "deep-wide": 27}
 BASE = ["train.epochs=9", "threads=1", "tracking.mode=disabled", "keep_checkpoint=none", "gate.images=64",
         "launcher.max_parallel=2", "sweep.poll_s=0.5", "search.objectives=[top1,images_per_s]"]  # fmt: skip
+EPOCHS, ETA, REF_TOP1 = 9, 3, 10.0
 # and search.n_trials from the space (CANDIDATES), search.min_epochs from --min-epochs
-ASHA = ["search.fidelity=asha", "search.eta=3"]
+ASHA = ["search.fidelity=asha", f"search.eta={ETA}"]
 # --plain: the same ASHA search ranking its rungs by plain Pareto dominance (search.top1_tolerance=0), side by side
 PLAIN = [*ASHA, "search.top1_tolerance=0"]
-EPOCHS, REF_TOP1 = 9, 10.0
 
 
 def run_search(folder: Path, speed: Path, seed: int, overrides: list[str], space: str = "shallow") -> float:
@@ -182,11 +184,12 @@ def main() -> None:
     p.add_argument("--min-epochs", type=int, default=1, choices=[1, 3],
                    help="search.min_epochs: the first rung (1: rungs 1, 3, 9; 3: rungs 3, 9)")  # fmt: skip
     args = p.parse_args()
-    rung1 = [f"search.min_epochs={args.min_epochs}", f"search.n_trials={CANDIDATES[args.space]}"]
-    # ASHA's nominal spend in whole full-fidelity runs (budgeted rung runs: eta rungs' worth of epochs a candidate
-    # at min_epochs 1, 6 of 9 at min_epochs 3), the full search's least budget and the curves' second reading
-    nominal = math.ceil(CANDIDATES[args.space] * (3 if args.min_epochs == 1 else 6) / EPOCHS)
-    modes = {"asha": [*ASHA, *rung1], **({"plain": [*PLAIN, *rung1]} if args.plain else {})}
+    ladder = [f"search.min_epochs={args.min_epochs}", f"search.n_trials={CANDIDATES[args.space]}"]
+    # ASHA's nominal spend in whole full-fidelity runs (budgeted rung runs: 3 epochs a candidate at min_epochs 1,
+    # 6 at min_epochs 3), the full search's least budget and the curves' second reading
+    per_candidate = epochs_per_candidate(rung_levels(args.min_epochs, ETA, EPOCHS), EPOCHS, ETA)
+    nominal = math.ceil(CANDIDATES[args.space] * per_candidate / EPOCHS)
+    modes = {"asha": [*ASHA, *ladder], **({"plain": [*PLAIN, *ladder]} if args.plain else {})}
     out = args.out or Path(tempfile.mkdtemp(prefix="search-cost-"))
     print(f"space: {' '.join(SPACES[args.space])}; train.epochs={EPOCHS}, digits 32 px, proxy recipe, 1 thread a trial, "
           f"2 side by side; folders in {out}")  # fmt: skip

@@ -53,15 +53,15 @@ def quick_trial(compiled_trial, tmp_path_factory) -> Path:
 
 
 def test_a_compiled_trial_trains_converts_and_records_its_compile_time(compiled_trial):
-    quick_trial, proc = compiled_trial
+    out, proc = compiled_trial
     if _inductor_crashed(proc):
         pytest.xfail(f"torch {torch.__version__} inductor crashes in the compiled backward on an AVX2 CPU "
                      f"(signal {-proc.returncode})")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    record = read_record(quick_trial / "result.json")
+    record = read_record(out / "result.json")
     assert record.status == "completed" and record.config["train"]["compile"] is True
     assert 0 < record.timings.compile_s < record.timings.train_s  # the first compiled step, inside training
-    rows = files.read_jsonl(quick_trial / "metrics.jsonl")
+    rows = files.read_jsonl(out / "metrics.jsonl")
     assert all(r["train_loss"] == r["train_loss"] for r in rows) and rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert record.conversion.converted and record.conversion.gate.passed  # the eager model is what converts
     assert record.metrics.deploy_top1 == pytest.approx(record.metrics.top1, abs=0.3)
